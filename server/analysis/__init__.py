@@ -1,0 +1,1 @@
+"""Call analysis: sans-I/O and clock-free. Audio (with its own timeline) in, events out."""

@@ -1,0 +1,195 @@
+"""Everything the hub works out about one call's audio, in one sans-I/O object.
+
+    analyzer = CallAnalyzer(16000, AnalysisParams())
+    events = analyzer.feed(offset_samples, stereo_int16)   # any chunk size
+    events += analyzer.set_hold(True)
+    events += analyzer.finish()
+
+The analyser's clock is the audio: sample offsets sent by the client. A chunk that starts past
+the end of the previous one is a gap (audio lost in an outage); a chunk that overlaps audio
+already seen has the overlap dropped. Replaying a WAV at any speed gives identical events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.analysis.detectors import DeadAirDetector, OvertalkDetector, TalkStats
+from server.analysis.params import AnalysisParams
+from server.analysis.speech_gate import SpeechGate
+from server.analysis.vad import FrameScorer, WebRtcScorer
+from server.events import AnalysisEvent, AudioGap, Speaker, SpeechEnded, SpeechStarted
+
+ScorerFactory = Callable[[int, AnalysisParams], FrameScorer]
+
+
+def webrtc_scorer(sample_rate: int, params: AnalysisParams) -> FrameScorer:
+    return WebRtcScorer(sample_rate, params.vad_frame_ms, params.vad_aggressiveness)
+
+
+@dataclass(frozen=True, slots=True)
+class TalkSnapshot:
+    """The live numbers a tile shows."""
+
+    position_s: float
+    agent_speaking: bool
+    customer_speaking: bool
+    talk_ratio: float | None
+    dead_air_since_s: float | None  # offset where an alerted silence began, while it lasts
+    overtalk_count: int
+    interruptions: dict[str, int]
+    longest_monologue_s: float
+    gap_s: float
+
+
+class CallAnalyzer:
+    def __init__(
+        self,
+        sample_rate: int,
+        params: AnalysisParams,
+        scorer_factory: ScorerFactory = webrtc_scorer,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.params = params
+        self._scorers = (scorer_factory(sample_rate, params), scorer_factory(sample_rate, params))
+        self._frame = self._scorers[0].frame_samples
+        self._frame_s = self._frame / sample_rate
+        self.gates = (
+            SpeechGate(Speaker.AGENT, self._frame_s, params.speech_start_s, params.speech_stop_s),
+            SpeechGate(
+                Speaker.CUSTOMER, self._frame_s, params.speech_start_s, params.speech_stop_s
+            ),
+        )
+        self.dead_air = DeadAirDetector(self.gates, params.dead_air_s)
+        self.overtalk = OvertalkDetector(self.gates, params.overtalk_s, params.interruption_s)
+        self.stats = TalkStats(self.gates, params.monologue_gap_s)
+        self._received = 0  # samples received, the end of the audio timeline
+        self._origin = 0  # sample where the current frame grid starts (moves after a gap)
+        self._frames_done = 0  # whole frames analysed since the origin
+        self._carry = np.zeros((0, 2), dtype=np.int16)
+        self.gap_s = 0.0
+        self.on_hold = False
+        self.finished = False
+
+    @property
+    def position_s(self) -> float:
+        return self._received / self.sample_rate
+
+    def feed(self, offset: int, pcm: np.ndarray) -> list[AnalysisEvent]:
+        """Analyse a chunk of interleaved stereo int16 audio starting at sample `offset`."""
+        if self.finished:
+            return []
+        out: list[AnalysisEvent] = []
+        if offset > self._received:
+            out += self._gap(offset)
+        elif offset < self._received:
+            pcm = pcm[self._received - offset :]
+        if not len(pcm):
+            return out
+        self._received += len(pcm)
+        if len(self._carry):
+            pcm = np.concatenate((self._carry, pcm))
+        whole = len(pcm) - len(pcm) % self._frame
+        self._carry = pcm[whole:].copy()
+        if whole:
+            out += self._analyse(pcm[:whole])
+        now = self._analysed_s
+        out += self.dead_air.advance(now)
+        out += self._note(self.overtalk.advance(now))
+        self.stats.advance()
+        return out
+
+    def set_hold(self, on: bool) -> list[AnalysisEvent]:
+        """The agent put the customer on hold (or took them off it) at the current position."""
+        if on == self.on_hold:
+            return []
+        self.on_hold = on
+        at = self.position_s
+        if on:
+            return self.dead_air.suspend(at)
+        self.dead_air.resume(at)
+        return []
+
+    def finish(self) -> list[AnalysisEvent]:
+        """The call ended: close whatever is open at the end of the audio received."""
+        if self.finished:
+            return []
+        out = self._close_all(self._analysed_s)
+        self.finished = True
+        return out
+
+    def snapshot(self) -> TalkSnapshot:
+        agent, customer = self.gates
+        return TalkSnapshot(
+            position_s=self.position_s,
+            agent_speaking=agent.speaking,
+            customer_speaking=customer.speaking,
+            talk_ratio=self.stats.talk_ratio(),
+            dead_air_since_s=self.dead_air.current_start(),
+            overtalk_count=self.overtalk.count,
+            interruptions={s.value: n for s, n in self.stats.interruptions.items()},
+            longest_monologue_s=self.stats.longest_monologue_s,
+            gap_s=self.gap_s,
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    @property
+    def _analysed_s(self) -> float:
+        return (self._origin + self._frames_done * self._frame) / self.sample_rate
+
+    def _analyse(self, pcm: np.ndarray) -> list[AnalysisEvent]:
+        agent_scores = self._scorers[0].score(np.ascontiguousarray(pcm[:, 0]))
+        customer_scores = self._scorers[1].score(np.ascontiguousarray(pcm[:, 1]))
+        agent_gate, customer_gate = self.gates
+        base, frame, rate = self._origin + self._frames_done * self._frame, self._frame, self.sample_rate
+        out: list[AnalysisEvent] = []
+        for i, (a, c) in enumerate(zip(agent_scores, customer_scores, strict=True)):
+            t = (base + i * frame) / rate  # from integers: exact, no drift over a long call
+            ea = agent_gate.push(t, a)
+            ec = customer_gate.push(t, c)
+            if ea is not None:
+                out += self._speech(ea)
+            if ec is not None:
+                out += self._speech(ec)
+        self._frames_done += len(agent_scores)
+        return out
+
+    def _speech(self, event: SpeechStarted | SpeechEnded) -> list[AnalysisEvent]:
+        out: list[AnalysisEvent] = [event]
+        self.stats.on_event(event)
+        out += self.dead_air.on_speech(event)
+        out += self._note(self.overtalk.on_speech(event))
+        return out
+
+    def _note(self, events: list) -> list:
+        for event in events:
+            self.stats.on_event(event)
+        return events
+
+    def _close_all(self, at: float) -> list[AnalysisEvent]:
+        out: list[AnalysisEvent] = []
+        out += self.dead_air.suspend(at)
+        out += self._note(self.overtalk.cut(at))
+        for gate in self.gates:
+            ended = gate.cut(at)
+            if ended is not None:
+                out.append(ended)
+                self.stats.on_event(ended)
+        return out
+
+    def _gap(self, offset: int) -> list[AnalysisEvent]:
+        gap_start = self._analysed_s
+        out = self._close_all(gap_start)
+        duration = offset / self.sample_rate - gap_start
+        out.append(AudioGap(gap_start, duration))
+        self.gap_s += duration
+        self._received = self._origin = offset
+        self._frames_done = 0
+        self._carry = self._carry[:0]
+        if not self.on_hold:
+            self.dead_air.resume(offset / self.sample_rate)
+        return out

@@ -1,0 +1,98 @@
+"""Per-channel speech gate: frame-level VAD decisions in, speech segments out.
+
+A VAD scores each 10/20/30 ms frame on its own; a single voiced frame is not speech and a pause
+between two words is not the end of a turn. The gate adds hysteresis:
+
+    QUIET --(start_frames voiced, at most one unvoiced frame between them)--> SPEAKING
+    SPEAKING --(stop_s without a voiced frame)--> QUIET
+
+and dates both edges back to the audio they describe: a segment starts at its first voiced frame
+and ends at the end of its last voiced frame, not at the moment the gate made up its mind. That
+keeps dead-air and overtalk offsets exact to a frame even though decisions trail the audio.
+
+Sans-I/O and clock-free: time is the frame index times the frame length.
+"""
+
+from __future__ import annotations
+
+from server.events import Speaker, SpeechEnded, SpeechStarted
+
+
+class SpeechGate:
+    __slots__ = (
+        "_candidate_start",
+        "_candidate_voiced",
+        "_candidate_unvoiced",
+        "_start_frames",
+        "_stop_s",
+        "frame_s",
+        "last_voiced_end",
+        "segment_start",
+        "speaker",
+        "speaking",
+        "talk_s",
+    )
+
+    def __init__(self, speaker: Speaker, frame_s: float, start_s: float, stop_s: float) -> None:
+        self.speaker = speaker
+        self.frame_s = frame_s
+        self._start_frames = max(1, round(start_s / frame_s))
+        self._stop_s = stop_s
+        self.speaking = False
+        self.segment_start = 0.0
+        self.last_voiced_end = 0.0
+        self.talk_s = 0.0  # speech time in closed segments
+        self._candidate_start: float | None = None
+        self._candidate_voiced = 0
+        self._candidate_unvoiced = 0
+
+    @property
+    def pending_start(self) -> float | None:
+        """Start of a run of voiced frames not yet long enough to count as speech."""
+        return self._candidate_start
+
+    def talk_time(self) -> float:
+        """Speech time so far, including the open segment up to its last voiced frame."""
+        if self.speaking:
+            return self.talk_s + (self.last_voiced_end - self.segment_start)
+        return self.talk_s
+
+    def push(self, t: float, voiced: bool) -> SpeechStarted | SpeechEnded | None:
+        """Feed the decision for the frame that starts at audio time `t`."""
+        if self.speaking:
+            if voiced:
+                self.last_voiced_end = t + self.frame_s
+                return None
+            if t + self.frame_s - self.last_voiced_end >= self._stop_s:
+                return self._close()
+            return None
+        if voiced:
+            if self._candidate_start is None:
+                self._candidate_start = t
+                self._candidate_voiced = 0
+            self._candidate_voiced += 1
+            self._candidate_unvoiced = 0
+            if self._candidate_voiced >= self._start_frames:
+                self.speaking = True
+                self.segment_start = self._candidate_start
+                self.last_voiced_end = t + self.frame_s
+                self._candidate_start = None
+                return SpeechStarted(self.speaker, self.segment_start)
+        elif self._candidate_start is not None:
+            self._candidate_unvoiced += 1
+            if self._candidate_unvoiced > 1:
+                self._candidate_start = None
+        return None
+
+    def cut(self, t: float) -> SpeechEnded | None:
+        """Close any open segment at `t` at the latest (a gap in the audio, or the call's end)."""
+        self._candidate_start = None
+        if not self.speaking:
+            return None
+        self.last_voiced_end = min(self.last_voiced_end, t)
+        return self._close()
+
+    def _close(self) -> SpeechEnded:
+        self.speaking = False
+        self.talk_s += self.last_voiced_end - self.segment_start
+        return SpeechEnded(self.speaker, self.last_voiced_end)
