@@ -192,3 +192,38 @@ class Alert:
     detail: dict[str, Any] = field(default_factory=dict)
     acked_by: str | None = None
     acked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateOverLimit:
+    """The agent has been in `state` (since `since`, unix seconds) longer than `threshold_s`."""
+
+    state: AgentState
+    since: float
+    threshold_s: float
+
+
+# --- what travels on the floor bus (between hubs, and from ingest to walls) --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TileChanged:
+    """Some fields of an agent's tile changed; `fields` holds only those (wire values)."""
+
+    agent_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TileRemoved:
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert was raised, completed with its duration, or acknowledged."""
+
+    alert: Alert
+
+
+FloorEvent = TileChanged | TileRemoved | AlertChanged

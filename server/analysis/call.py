@@ -69,6 +69,7 @@ class CallAnalyzer:
         self._received = 0  # samples received, the end of the audio timeline
         self._origin = 0  # sample where the current frame grid starts (moves after a gap)
         self._frames_done = 0  # whole frames analysed since the origin
+        self.frames_total = 0
         self._carry = np.zeros((0, 2), dtype=np.int16)
         self.gap_s = 0.0
         self.on_hold = False
@@ -145,7 +146,8 @@ class CallAnalyzer:
         agent_scores = self._scorers[0].score(np.ascontiguousarray(pcm[:, 0]))
         customer_scores = self._scorers[1].score(np.ascontiguousarray(pcm[:, 1]))
         agent_gate, customer_gate = self.gates
-        base, frame, rate = self._origin + self._frames_done * self._frame, self._frame, self.sample_rate
+        frame, rate = self._frame, self.sample_rate
+        base = self._origin + self._frames_done * frame
         out: list[AnalysisEvent] = []
         for i, (a, c) in enumerate(zip(agent_scores, customer_scores, strict=True)):
             t = (base + i * frame) / rate  # from integers: exact, no drift over a long call
@@ -156,6 +158,7 @@ class CallAnalyzer:
             if ec is not None:
                 out += self._speech(ec)
         self._frames_done += len(agent_scores)
+        self.frames_total += len(agent_scores)
         return out
 
     def _speech(self, event: SpeechStarted | SpeechEnded) -> list[AnalysisEvent]:

@@ -21,8 +21,8 @@ from server.events import Speaker, SpeechEnded, SpeechStarted
 class SpeechGate:
     __slots__ = (
         "_candidate_start",
-        "_candidate_voiced",
         "_candidate_unvoiced",
+        "_candidate_voiced",
         "_start_frames",
         "_stop_s",
         "frame_s",

@@ -1,0 +1,97 @@
+"""The aiohttp application factory and the server runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server import api
+from server.auth import auth_middleware, login, logout
+from server.bus import Bus
+from server.config import Settings
+from server.hub import Hub
+from server.ingest import ingest_handler
+
+log = logging.getLogger("floorwatch")
+
+
+def create_app(settings: Settings, *, bus: Bus | None = None) -> web.Application:
+    """Build the hub's application from settings. Nothing starts until the app starts."""
+    app = web.Application(middlewares=[auth_middleware],
+                          client_max_size=64 * 1024, handler_args={"max_field_size": 16384})
+    hub = Hub(settings, bus=bus)
+    app["hub"] = hub
+    app.router.add_get("/ingest/v1", ingest_handler)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_routes(api.routes)
+    app.router.add_static("/static/", settings.server.web_dir, follow_symlinks=False)
+
+    async def start(_app: web.Application) -> None:
+        await hub.start()
+
+    async def stop(_app: web.Application) -> None:
+        await hub.stop()
+
+    app.on_startup.append(start)
+    # on_shutdown runs before aiohttp force-closes open sockets: close ours politely first
+    app.on_shutdown.append(stop)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings, *,
+                extra: Callable[[web.Application], Awaitable[None]] | None = None) -> None:
+    """Run the hub until SIGINT/SIGTERM; `extra` runs alongside it (the demo's simulator)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=
+                           settings.server.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    await site.start()
+    log.info("floorwatch hub listening on http://%s:%d", settings.server.host,
+             settings.server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    side: asyncio.Task[None] | None = None
+    if extra is not None:
+        side = asyncio.create_task(extra(app), name="demo-side-task")
+        side.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        if side is not None:
+            side.cancel()
+            try:
+                await side
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("demo side task failed")
+        await runner.cleanup()
+
+
+def run(settings: Settings, **kwargs: object) -> None:
+    if settings.server.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop not installed; using the default asyncio loop")
+        else:
+            uvloop.run(serve(settings, **kwargs))  # type: ignore[arg-type]
+            return
+    asyncio.run(serve(settings, **kwargs))  # type: ignore[arg-type]

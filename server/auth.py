@@ -1,0 +1,106 @@
+"""Who is asking: supervisor sessions (cookie), API tokens (Bearer), and Origin checks.
+
+The middleware resolves the caller once per request into `request["user"]` (a `User`, or None);
+handlers then require what they need. Browser WebSockets and cookie-authenticated writes must come
+from our own origin (or one listed in `server.allowed_origins`), which stops another site from
+riding a supervisor's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server.store import Store, User
+
+log = logging.getLogger("floorwatch.auth")
+
+COOKIE = "fw_session"
+PUBLIC_PATHS = ("/login", "/healthz", "/metrics", "/ingest/", "/static/")
+
+
+def caller(request: web.Request) -> User | None:
+    return request.get("user")
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    store: Store = request.app["hub"].store
+    user: User | None = None
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        name = store.api_token_name(header.removeprefix("Bearer ").strip())
+        if name is None:
+            return web.json_response({"error": "bad API token"}, status=401)
+        user = User(f"api:{name}", "api", name)
+        request["via_token"] = True
+    elif COOKIE in request.cookies:
+        user = store.session_user(request.cookies[COOKIE])
+    request["user"] = user
+    path = request.path
+    if user is None and not path.startswith(PUBLIC_PATHS):
+        if path.startswith(("/api/", "/ws/")):
+            return web.json_response({"error": "sign in first"}, status=401)
+        raise web.HTTPFound("/login")
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and not request.get("via_token")
+            and not origin_ok(request)):
+        log.warning("refused %s %s from origin %s", request.method, path,
+                    request.headers.get("Origin"))
+        return web.json_response({"error": "cross-origin request refused"}, status=403)
+    return await handler(request)
+
+
+def origin_ok(request: web.Request) -> bool:
+    """True for same-origin requests, listed origins, and non-browser clients (no Origin)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = request.app["hub"].settings.server.allowed_origins
+    own = f"{request.scheme}://{request.host}"
+    forwarded = request.headers.get("X-Forwarded-Proto")
+    candidates = {own} | ({f"{forwarded}://{request.host}"} if forwarded else set())
+    return origin in candidates or origin in allowed
+
+
+async def login(request: web.Request) -> web.Response:
+    hub = request.app["hub"]
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "malformed JSON"}, status=400)
+    else:
+        body = dict(await request.post())
+    username, password = str(body.get("username", "")), str(body.get("password", ""))
+    loop = asyncio.get_running_loop()
+    # scrypt takes tens of milliseconds on purpose: keep it off the event loop
+    user = await loop.run_in_executor(None, hub.store.check_password, username, password)
+    if user is None:
+        log.warning("failed sign-in for %r from %s", username[:64], request.remote)
+        return web.json_response({"error": "bad_credentials"}, status=401)
+    settings = hub.settings.auth
+    token = hub.store.new_session(user.username, settings.session_ttl_h * 3600)
+    log.info("%s signed in from %s", user.username, request.remote)
+    response = web.json_response({"user": user_json(user)})
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax",
+                        secure=settings.cookie_secure, max_age=int(settings.session_ttl_h * 3600),
+                        path="/")
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    token = request.cookies.get(COOKIE)
+    if token:
+        request.app["hub"].store.end_session(token)
+    response = web.json_response({"ok": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def user_json(user: User) -> dict[str, str]:
+    return {"username": user.username, "role": user.role, "display_name": user.display_name}

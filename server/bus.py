@@ -1,0 +1,63 @@
+"""The floor bus: how tile changes and alerts travel from ingest to every wall.
+
+An interface with an in-process implementation (the embedded default). A Redis implementation
+for several hubs sharing one floor sits behind the same interface, so ingest and walls never know
+which one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from server.events import FloorEvent
+
+log = logging.getLogger("floorwatch.bus")
+
+Handler = Callable[[FloorEvent], None]
+
+
+class Bus(Protocol):
+    def publish(self, event: FloorEvent) -> None:
+        """Hand an event to the bus. Never blocks and never awaits a subscriber."""
+
+    def subscribe(self, handler: Handler) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+class LocalBus:
+    """In-process bus: subscribers are called synchronously, in order of subscription.
+
+    Subscribers must be quick and must not await (the floor only updates dicts and puts onto
+    bounded per-wall queues). A subscriber that raises is logged and the others still run.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def publish(self, event: FloorEvent) -> None:
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("bus subscriber %r failed on %s", handler, type(event).__name__)
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._handlers.clear()
+
+    @property
+    def healthy(self) -> bool:
+        return True

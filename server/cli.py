@@ -1,0 +1,141 @@
+"""`floorwatch` command line: run the hub, run the demo, manage accounts in the hub's store."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from server.config import ConfigError, Settings, load_settings
+from server.store import Store, StoreError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    server: dict[str, object] = {}
+    for key in ("host", "port", "data_dir"):
+        value = getattr(args, key, None)
+        if value is not None:
+            server[key] = str(value) if key == "data_dir" else value
+    return load_settings(args.config, os.environ, server=server)
+
+
+def _store(args: argparse.Namespace) -> Store:
+    settings = _settings(args)
+    return Store(settings.server.data_dir / "floorwatch.db")
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("passwords differ")
+    return first
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from server.app import configure_logging, run
+
+    settings = _settings(args)
+    configure_logging(settings.server.log_level)
+    run(settings)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from server.demo import run_demo
+
+    run_demo(args)
+
+
+def cmd_add_user(args: argparse.Namespace) -> None:
+    store = _store(args)
+    user = store.add_user(args.username, _password(args), args.role, args.name or "")
+    print(f"created {user.role} {user.username}")
+
+
+def cmd_set_password(args: argparse.Namespace) -> None:
+    _store(args).set_password(args.username, _password(args))
+    print(f"password of {args.username} changed")
+
+
+def cmd_add_agent(args: argparse.Namespace) -> None:
+    token = _store(args).add_agent(args.agent_id, args.name or args.agent_id, args.team)
+    print(f"agent {args.agent_id} (team {args.team}); its token, shown once:")
+    print(token)
+
+
+def cmd_add_api_token(args: argparse.Namespace) -> None:
+    token = _store(args).add_api_token(args.name)
+    print(f"API token {args.name!r}, shown once (use as 'Authorization: Bearer <token>'):")
+    print(token)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    store = _store(args)
+    for user in store.users():
+        print(f"user   {user.username:<20} {user.role:<11} {user.display_name}")
+    for agent in store.agents():
+        print(f"agent  {agent.agent_id:<20} {agent.team:<11} {agent.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="floorwatch", description="floorwatch hub")
+    parser.add_argument("--config", type=Path, default=os.environ.get("FLOORWATCH_CONFIG"),
+                        help="TOML configuration file (default: $FLOORWATCH_CONFIG)")
+    parser.add_argument("--data-dir", type=Path, help="overrides server.data_dir")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the hub")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="hub + a simulated floor, no other service needed")
+    demo.add_argument("--agents", type=int, default=24)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8740)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_demo)
+
+    for name, role, help_text in (("create-admin", "admin", "create an administrator"),
+                                  ("add-supervisor", "supervisor", "create a supervisor")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("username")
+        p.add_argument("--name", help="display name")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input")
+        p.set_defaults(func=cmd_add_user, role=role)
+
+    pw = sub.add_parser("set-password", help="change a user's password")
+    pw.add_argument("username")
+    pw.add_argument("--password-stdin", action="store_true")
+    pw.set_defaults(func=cmd_set_password)
+
+    agent = sub.add_parser("add-agent", help="create an agent (or renew its token); prints it")
+    agent.add_argument("agent_id")
+    agent.add_argument("--name")
+    agent.add_argument("--team", default="default")
+    agent.set_defaults(func=cmd_add_agent)
+
+    token = sub.add_parser("add-api-token", help="create an API token for scripts; prints it")
+    token.add_argument("name")
+    token.set_defaults(func=cmd_add_api_token)
+
+    sub.add_parser("list", help="list users and agents").set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        raise SystemExit(f"floorwatch: configuration error: {exc}") from None
+    except StoreError as exc:
+        raise SystemExit(f"floorwatch: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The hub's state and lifecycle: store, bus, floor, walls, live agents, and the owned tasks.
+
+One `Hub` per aiohttp application (kept in app state, never in a module global). `start()` and
+`stop()` are called from the app's startup and cleanup hooks; `stop()` closes in order: agents
+(told to reconnect elsewhere) → walls → ticker → bus → store, each step bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from server.agent_live import AgentLive
+from server.analysis.call import ScorerFactory, webrtc_scorer
+from server.bus import Bus, LocalBus
+from server.config import Settings
+from server.floor import Floor
+from server.store import AgentAccount, Store
+from server.walls import WallHub
+
+log = logging.getLogger("floorwatch.hub")
+
+CLOSE_GOING_AWAY = 1001
+
+
+@dataclass
+class Metrics:
+    chunks: int = 0
+    audio_s: float = 0.0
+    frames: int = 0
+    messages: int = 0
+    refused: int = 0
+    loop_lag_s: float = 0.0
+    loop_lag_max_s: float = 0.0
+    analysis_s: float = 0.0  # CPU time spent analysing audio
+    started_at: float = field(default_factory=time.time)
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, bus: Bus | None = None,
+                 scorer_factory: ScorerFactory = webrtc_scorer) -> None:
+        self.settings = settings
+        self.store = Store(settings.server.data_dir / "floorwatch.db")
+        self.bus: Bus = bus or LocalBus()
+        self.walls = WallHub(settings.walls.queue_size)
+        self.floor = Floor(self.store, self.walls)
+        self.bus.subscribe(self.floor.on_event)
+        self.agents: dict[str, AgentLive] = {}
+        self.connections: dict[str, web.WebSocketResponse] = {}
+        self.metrics = Metrics()
+        self.scorer_factory = scorer_factory
+        self._ticker: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def agent(self, account: AgentAccount) -> AgentLive:
+        live = self.agents.get(account.agent_id)
+        if live is None:
+            profile = self.settings.team(account.team)
+            live = AgentLive(account.agent_id, account.name, account.team, profile, self.bus,
+                             self.scorer_factory)
+            self.agents[account.agent_id] = live
+        return live
+
+    def _restore_tiles(self) -> None:
+        accounts = {a.agent_id: a for a in self.store.agents()}
+        restored = 0
+        for agent_id, at, payload in self.store.latest_statuses():
+            account = accounts.get(agent_id)
+            if account is None or payload.get("state") == "logged_out":
+                continue
+            self.agent(account).restore(payload, at)
+            restored += 1
+        if restored:
+            log.info("restored %d agent tiles from the store", restored)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self._restore_tiles()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
+        log.info("hub started (data in %s)", self.settings.server.data_dir)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        timeout = self.settings.server.shutdown_timeout_s
+        connections = list(self.connections.values())
+        if connections:
+            log.info("closing %d agent connections", len(connections))
+            await _bounded(asyncio.gather(
+                *(ws.close(code=CLOSE_GOING_AWAY, message=b"hub shutting down")
+                  for ws in connections), return_exceptions=True), timeout)
+        await _bounded(self.walls.close_all(CLOSE_GOING_AWAY, "hub shutting down"), timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        self.floor.flush()
+        await _bounded(self.bus.close(), timeout)
+        self.store.close()
+        log.info("hub stopped")
+
+    async def _tick_forever(self) -> None:
+        interval = self.settings.walls.patch_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_second = loop.time() + 1.0
+        expected = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now_loop = loop.time()
+            lag = max(0.0, now_loop - expected)
+            self.metrics.loop_lag_s = lag
+            self.metrics.loop_lag_max_s = max(self.metrics.loop_lag_max_s, lag)
+            expected = now_loop + interval
+            try:
+                self.floor.flush()
+                if now_loop >= next_second:
+                    next_second = now_loop + 1.0
+                    now = time.time()
+                    for live in tuple(self.agents.values()):
+                        live.tick(now)
+            except Exception:
+                log.exception("hub tick failed; carrying on")
+
+
+async def _bounded(awaitable: object, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await awaitable  # type: ignore[misc]
+    except TimeoutError:
+        log.warning("shutdown step timed out after %.1f s", timeout)

@@ -1,0 +1,124 @@
+"""The agent ingest WebSocket (`/ingest/v1`): the aiohttp edge of docs/protocol.md §1.
+
+Parsing lives in `ingest_protocol` (sans-I/O); the state lives in `AgentLive`. This module only
+moves bytes: it authenticates the hello, stores each reliable message before acknowledging it,
+feeds audio to the agent's analysis, and turns any `ProtocolError` into an `error` message, a
+close code with its reason and one log line — for that agent only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from server.hub import Hub
+from server.ingest_protocol import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_INVALID,
+    CLOSE_REPLACED,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    Status,
+    parse_audio,
+    parse_hello,
+    parse_message,
+)
+from server.wire import dumps, iso
+
+log = logging.getLogger("floorwatch.ingest")
+
+
+async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
+    hub: Hub = request.app["hub"]
+    settings = hub.settings.server
+    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
+    await ws.prepare(request)
+    peer = request.remote or "?"
+    agent_id = "?"
+    try:
+        hello = await _receive_hello(ws, settings.hello_timeout_s)
+        agent_id = hello.agent_id
+        account = hub.store.agent_for_token(hello.agent_id, hello.token)
+        if account is None:
+            raise ProtocolError(CLOSE_BAD_TOKEN, "bad agent token")
+        previous = hub.connections.get(account.agent_id)
+        if previous is not None and not previous.closed:
+            log.warning("agent %s connected again from %s; closing the older connection",
+                        agent_id, peer)
+            await previous.close(code=CLOSE_REPLACED, message=b"agent connected elsewhere")
+        hub.connections[account.agent_id] = ws
+        live = hub.agent(account)
+        live.set_connected(True)
+        last_seq = hub.store.last_seq(account.agent_id, hello.session)
+        await ws.send_str(dumps({
+            "type": "welcome", "protocol": PROTOCOL_VERSION, "agent_id": account.agent_id,
+            "session": hello.session, "last_seq": last_seq, "server_time": iso(time.time()),
+            "max_message_bytes": settings.max_message_bytes,
+        }))
+        log.info("agent %s connected from %s (%s, session %s, resumes after seq %d)",
+                 agent_id, peer, hello.client, hello.session[:8], last_seq)
+        try:
+            await _serve(hub, ws, live, hello.session)
+        finally:
+            if hub.connections.get(account.agent_id) is ws:
+                del hub.connections[account.agent_id]
+                live.set_connected(False)
+    except ProtocolError as exc:
+        hub.metrics.refused += 1
+        log.warning("agent %s from %s refused: %s (close %d)", agent_id, peer, exc.reason,
+                    exc.code)
+        if not ws.closed:
+            await ws.send_str(dumps({"type": "error", "code": exc.code, "reason": exc.reason}))
+            await ws.close(code=exc.code, message=exc.reason.encode()[:120])
+    if ws.close_code not in (None, 1000, 1001) and agent_id != "?":
+        log.info("agent %s disconnected (close %s)", agent_id, ws.close_code)
+    elif agent_id != "?":
+        log.info("agent %s disconnected", agent_id)
+    return ws
+
+
+async def _receive_hello(ws: web.WebSocketResponse, timeout: float):
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except TimeoutError:
+        raise ProtocolError(4400, f"no hello within {timeout:g} s") from None
+    if msg.type is WSMsgType.TEXT:
+        return parse_hello(msg.data)
+    if msg.type is WSMsgType.BINARY:
+        raise ProtocolError(4400, "expected hello first")
+    raise ProtocolError(CLOSE_INVALID, "connection closed before hello")
+
+
+async def _serve(hub: Hub, ws: web.WebSocketResponse, live, session: str) -> None:
+    store, metrics = hub.store, hub.metrics
+    max_samples = 16000  # one second at the highest rate we accept
+    async for msg in ws:
+        now = time.time()
+        if msg.type is WSMsgType.BINARY:
+            chunk = parse_audio(msg.data, max_samples)
+            started = time.perf_counter()
+            metrics.frames += live.on_audio(chunk, now)
+            metrics.analysis_s += time.perf_counter() - started
+            metrics.chunks += 1
+            metrics.audio_s += len(chunk.pcm) / live.call.info.sample_rate
+        elif msg.type is WSMsgType.TEXT:
+            message = parse_message(msg.data)
+            metrics.messages += 1
+            if isinstance(message, Status):
+                payload, state, at = message.payload(), message.state.value, message.at
+            else:
+                payload = {"call_id": message.call_id, "offset_s": message.offset_s,
+                           "speaker": message.speaker.value}  # the text itself is not stored
+                state, at = "transcript", now
+            if store.record_status(live.agent_id, session, message.seq, at, state, payload):
+                if isinstance(message, Status):
+                    live.on_status(message, now)
+                else:
+                    live.on_transcript(message, now)
+            await ws.send_str(dumps({"type": "ack", "seq": message.seq}))
+        elif msg.type is WSMsgType.ERROR:
+            exc = ws.exception()
+            log.warning("agent %s: socket error: %s", live.agent_id, exc)
+            break

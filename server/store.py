@@ -1,0 +1,318 @@
+"""What must survive a restart, in one embedded SQLite database in the hub's data directory.
+
+Accounts (supervisors, agents, API tokens), sessions, every status event the agents sent (which is
+also how duplicates are recognised after a reconnect), and alerts with their acknowledgements.
+Secrets are stored only as hashes: passwords with scrypt, tokens with SHA-256 (they are long
+random strings, so a fast hash is enough).
+
+Calls are synchronous: each is a single indexed statement on a WAL database, well under a
+millisecond, and they happen per status change or alert, never per audio chunk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.events import Alert, AlertKind, Severity
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    team TEXT NOT NULL,
+    token_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS status_events (
+    agent_id TEXT NOT NULL,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (agent_id, session, seq)
+);
+CREATE INDEX IF NOT EXISTS status_by_agent_time ON status_events (agent_id, received_at);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    call_id TEXT,
+    severity TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    offset_s REAL,
+    duration_s REAL,
+    detail TEXT NOT NULL,
+    acked_by TEXT,
+    acked_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (started_at);
+CREATE INDEX IF NOT EXISTS alerts_by_call ON alerts (call_id);
+CREATE INDEX IF NOT EXISTS alerts_by_agent ON alerts (agent_id, started_at);
+"""
+
+ROLES = ("admin", "supervisor")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return (f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}$"
+            f"{b64(salt).decode()}${b64(digest).decode()}")
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32,
+                              n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAccount:
+    agent_id: str
+    name: str
+    team: str
+
+
+class StoreError(ValueError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def add_user(self, username: str, password: str, role: str, display_name: str = "") -> User:
+        if role not in ROLES:
+            raise StoreError(f"role must be one of {', '.join(ROLES)}")
+        if not username or len(password) < 8:
+            raise StoreError("username required; password must be at least 8 characters")
+        try:
+            self._db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+                (username, hash_password(password), role, display_name or username, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"user {username!r} already exists") from None
+        return User(username, role, display_name or username)
+
+    def set_password(self, username: str, password: str) -> None:
+        if len(password) < 8:
+            raise StoreError("password must be at least 8 characters")
+        cur = self._db.execute("UPDATE users SET password_hash=? WHERE username=?",
+                               (hash_password(password), username))
+        if not cur.rowcount:
+            raise StoreError(f"no user {username!r}")
+
+    def check_password(self, username: str, password: str) -> User | None:
+        row = self._db.execute("SELECT * FROM users WHERE username=?", (username,)).fetchone()
+        if row is None:
+            verify_password(password, hash_password("timing-equaliser"))
+            return None
+        if not verify_password(password, row["password_hash"]):
+            return None
+        return User(row["username"], row["role"], row["display_name"])
+
+    def users(self) -> list[User]:
+        rows = self._db.execute("SELECT * FROM users ORDER BY username")
+        return [User(r["username"], r["role"], r["display_name"]) for r in rows]
+
+    def new_session(self, username: str, ttl_s: float) -> str:
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+        self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                         (hash_token(token), username, now, now + ttl_s))
+        return token
+
+    def session_user(self, token: str) -> User | None:
+        row = self._db.execute(
+            "SELECT u.* FROM sessions s JOIN users u USING (username) "
+            "WHERE s.token_hash=? AND s.expires_at > ?", (hash_token(token), time.time()),
+        ).fetchone()
+        return None if row is None else User(row["username"], row["role"], row["display_name"])
+
+    def end_session(self, token: str) -> None:
+        self._db.execute("DELETE FROM sessions WHERE token_hash=?", (hash_token(token),))
+
+    def add_api_token(self, name: str) -> str:
+        token = new_token("fwt")
+        self._db.execute("INSERT INTO api_tokens VALUES (?, ?, ?)",
+                         (hash_token(token), name, time.time()))
+        return token
+
+    def api_token_name(self, token: str) -> str | None:
+        row = self._db.execute("SELECT name FROM api_tokens WHERE token_hash=?",
+                               (hash_token(token),)).fetchone()
+        return None if row is None else row["name"]
+
+    def add_agent(self, agent_id: str, name: str, team: str) -> str:
+        """Create an agent (or give an existing one a new token); returns the token."""
+        if not agent_id or len(agent_id) > 64 or not agent_id.replace("-", "").replace(
+            "_", "").replace(".", "").isalnum():
+            raise StoreError("agent id: 1–64 letters, digits, '-', '_' or '.'")
+        token = new_token("fwa")
+        self._db.execute(
+            "INSERT INTO agents VALUES (?, ?, ?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET "
+            "name=excluded.name, team=excluded.team, token_hash=excluded.token_hash",
+            (agent_id, name or agent_id, team, hash_token(token), time.time()),
+        )
+        return token
+
+    def agent_for_token(self, agent_id: str, token: str) -> AgentAccount | None:
+        row = self._db.execute("SELECT * FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+        if row is None or not hmac.compare_digest(row["token_hash"], hash_token(token)):
+            return None
+        return AgentAccount(row["agent_id"], row["name"], row["team"])
+
+    def agents(self) -> list[AgentAccount]:
+        rows = self._db.execute("SELECT * FROM agents ORDER BY agent_id")
+        return [AgentAccount(r["agent_id"], r["name"], r["team"]) for r in rows]
+
+    # -- status events --------------------------------------------------------------------
+
+    def last_seq(self, agent_id: str, session: str) -> int:
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM status_events WHERE agent_id=? AND session=?",
+            (agent_id, session),
+        ).fetchone()
+        return row[0] or 0
+
+    def record_status(self, agent_id: str, session: str, seq: int, at: float, state: str,
+                      payload: dict[str, Any]) -> bool:
+        """Store a reliable message; False if this (agent, session, seq) was already stored."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO status_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent_id, session, seq, at, state, json.dumps(payload), time.time()),
+        )
+        return cur.rowcount == 1
+
+    def status_history(self, agent_id: str, since: float, limit: int = 500) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT at, state, payload, received_at FROM status_events "
+            "WHERE agent_id=? AND received_at >= ? AND state != 'transcript' "
+            "ORDER BY received_at, seq LIMIT ?", (agent_id, since, limit),
+        )
+        return [{"at": r["at"], "state": r["state"], **json.loads(r["payload"])} for r in rows]
+
+    def latest_statuses(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """The newest status event of each agent (to rebuild tiles after a restart)."""
+        rows = self._db.execute(
+            "SELECT agent_id, at, payload FROM status_events e WHERE state != 'transcript' AND "
+            "received_at = (SELECT MAX(received_at) FROM status_events x "
+            "WHERE x.agent_id = e.agent_id AND x.state != 'transcript')"
+        )
+        return [(r["agent_id"], r["at"], json.loads(r["payload"])) for r in rows]
+
+    # -- alerts --------------------------------------------------------------------------------
+
+    def save_alert(self, alert: Alert) -> None:
+        self._db.execute(
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+            "SET duration_s=excluded.duration_s, detail=excluded.detail",
+            (alert.id, alert.kind.value, alert.agent_id, alert.call_id, alert.severity.value,
+             alert.started_at, alert.offset_s, alert.duration_s, json.dumps(alert.detail),
+             alert.acked_by, alert.acked_at),
+        )
+
+    def ack_alert(self, alert_id: str, by: str) -> Alert | None:
+        self._db.execute(
+            "UPDATE alerts SET acked_by=?, acked_at=? WHERE id=? AND acked_by IS NULL",
+            (by, time.time(), alert_id),
+        )
+        return self.alert(alert_id)
+
+    def alert(self, alert_id: str) -> Alert | None:
+        row = self._db.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return None if row is None else _alert(row)
+
+    def alerts(self, *, call_id: str | None = None, agent_id: str | None = None,
+               since: float | None = None, kind: str | None = None, unacked: bool = False,
+               limit: int = 500) -> list[Alert]:
+        where, args = [], []
+        for column, value in (("call_id", call_id), ("agent_id", agent_id), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if unacked:
+            where.append("acked_by IS NULL")
+        sql = "SELECT * FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, id LIMIT ?"
+        return [_alert(r) for r in self._db.execute(sql, (*args, limit))]
+
+
+def _alert(row: sqlite3.Row) -> Alert:
+    return Alert(
+        id=row["id"], kind=AlertKind(row["kind"]), agent_id=row["agent_id"],
+        call_id=row["call_id"], severity=Severity(row["severity"]),
+        started_at=row["started_at"], offset_s=row["offset_s"], duration_s=row["duration_s"],
+        detail=json.loads(row["detail"]), acked_by=row["acked_by"], acked_at=row["acked_at"],
+    )
