@@ -188,6 +188,11 @@ class HubConnection:
         except ConnectionClosed as exc:
             _raise_if_fatal(exc)
             raise
+        if welcome.get("type") == "error":
+            reason = f"{welcome.get('reason')} (close {welcome.get('code')})"
+            if welcome.get("code") in FATAL_CLOSE_CODES:
+                raise FatalHubError(reason)
+            raise ConnectionError(f"hub refused hello: {reason}")
         if welcome.get("type") != "welcome":
             raise ConnectionError(f"unexpected reply to hello: {welcome.get('type')!r}")
         last_seq = int(welcome.get("last_seq", 0))

@@ -9,7 +9,7 @@ from aiohttp import WSMsgType, web
 
 from server.auth import caller, origin_ok, user_json
 from server.events import AlertChanged
-from server.hub import Hub
+from server.hub import HUB, Hub
 from server.wire import alert_json, dumps, iso, parse_iso
 
 log = logging.getLogger("floorwatch.api")
@@ -18,7 +18,7 @@ routes = web.RouteTableDef()
 
 
 def _hub(request: web.Request) -> Hub:
-    return request.app["hub"]
+    return request.app[HUB]
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -13,7 +13,7 @@ from server import api
 from server.auth import auth_middleware, login, logout
 from server.bus import Bus
 from server.config import Settings
-from server.hub import Hub
+from server.hub import HUB, Hub
 from server.ingest import ingest_handler
 
 log = logging.getLogger("floorwatch")
@@ -24,7 +24,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> web.Application
     app = web.Application(middlewares=[auth_middleware],
                           client_max_size=64 * 1024, handler_args={"max_field_size": 16384})
     hub = Hub(settings, bus=bus)
-    app["hub"] = hub
+    app[HUB] = hub
     app.router.add_get("/ingest/v1", ingest_handler)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -1,6 +1,6 @@
 """Who is asking: supervisor sessions (cookie), API tokens (Bearer), and Origin checks.
 
-The middleware resolves the caller once per request into `request["user"]` (a `User`, or None);
+The middleware resolves the caller once per request into `request[USER]` (a `User`, or None);
 handlers then require what they need. Browser WebSockets and cookie-authenticated writes must come
 from our own origin (or one listed in `server.allowed_origins`), which stops another site from
 riding a supervisor's session.
@@ -14,23 +14,26 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from server.hub import HUB
 from server.store import Store, User
 
 log = logging.getLogger("floorwatch.auth")
 
 COOKIE = "fw_session"
+USER = web.RequestKey("user", User | None)
+VIA_TOKEN = web.RequestKey("via_token", bool)
 PUBLIC_PATHS = ("/login", "/healthz", "/metrics", "/ingest/", "/static/")
 
 
 def caller(request: web.Request) -> User | None:
-    return request.get("user")
+    return request.get(USER)
 
 
 @web.middleware
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    store: Store = request.app["hub"].store
+    store: Store = request.app[HUB].store
     user: User | None = None
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
@@ -38,16 +41,16 @@ async def auth_middleware(
         if name is None:
             return web.json_response({"error": "bad API token"}, status=401)
         user = User(f"api:{name}", "api", name)
-        request["via_token"] = True
+        request[VIA_TOKEN] = True
     elif COOKIE in request.cookies:
         user = store.session_user(request.cookies[COOKIE])
-    request["user"] = user
+    request[USER] = user
     path = request.path
     if user is None and not path.startswith(PUBLIC_PATHS):
         if path.startswith(("/api/", "/ws/")):
             return web.json_response({"error": "sign in first"}, status=401)
         raise web.HTTPFound("/login")
-    if (request.method not in ("GET", "HEAD", "OPTIONS") and not request.get("via_token")
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and not request.get(VIA_TOKEN)
             and not origin_ok(request)):
         log.warning("refused %s %s from origin %s", request.method, path,
                     request.headers.get("Origin"))
@@ -60,7 +63,7 @@ def origin_ok(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    allowed = request.app["hub"].settings.server.allowed_origins
+    allowed = request.app[HUB].settings.server.allowed_origins
     own = f"{request.scheme}://{request.host}"
     forwarded = request.headers.get("X-Forwarded-Proto")
     candidates = {own} | ({f"{forwarded}://{request.host}"} if forwarded else set())
@@ -68,7 +71,7 @@ def origin_ok(request: web.Request) -> bool:
 
 
 async def login(request: web.Request) -> web.Response:
-    hub = request.app["hub"]
+    hub = request.app[HUB]
     if request.content_type == "application/json":
         try:
             body = await request.json()
@@ -96,7 +99,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(COOKIE)
     if token:
-        request.app["hub"].store.end_session(token)
+        request.app[HUB].store.end_session(token)
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
     return response

@@ -41,6 +41,8 @@ class Metrics:
 
 
 class Hub:
+    """Everything one hub process holds; reached from handlers as `request.app[HUB]`."""
+
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  scorer_factory: ScorerFactory = webrtc_scorer) -> None:
         self.settings = settings
@@ -137,3 +139,6 @@ async def _bounded(awaitable: object, timeout: float) -> None:
             await awaitable  # type: ignore[misc]
     except TimeoutError:
         log.warning("shutdown step timed out after %.1f s", timeout)
+
+
+HUB = web.AppKey("hub", Hub)

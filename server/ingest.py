@@ -13,11 +13,12 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from server.hub import Hub
+from server.hub import HUB, Hub
 from server.ingest_protocol import (
     CLOSE_BAD_TOKEN,
     CLOSE_INVALID,
     CLOSE_REPLACED,
+    CLOSE_TOO_BIG,
     PROTOCOL_VERSION,
     ProtocolError,
     Status,
@@ -30,10 +31,19 @@ from server.wire import dumps, iso
 log = logging.getLogger("floorwatch.ingest")
 
 
+class IngestSocket(web.WebSocketResponse):
+    """aiohttp closes an oversize message with 1009 and no reason; give the client one."""
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        if code == CLOSE_TOO_BIG and not message:
+            message = f"message too big: the limit is {self._max_msg_size} bytes".encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
 async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
-    hub: Hub = request.app["hub"]
+    hub: Hub = request.app[HUB]
     settings = hub.settings.server
-    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
+    ws = IngestSocket(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
     await ws.prepare(request)
     peer = request.remote or "?"
     agent_id = "?"

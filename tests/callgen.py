@@ -19,9 +19,10 @@ files (``sox`` runs with a fixed random seed and no dither; the noise uses a see
 
 espeak-ng 1.51 (Debian) pads its output with ~13 ms of silence before the speech (0 ms for
 vowel-initial words, up to ~55 ms before a plosive such as "please", which is the stop's
-closure) and ~350 ms after it; commas add ~180 ms pauses and full stops ~350 ms pauses inside
-an utterance.  Leading and trailing silence is trimmed away; internal pauses are kept and
-listed in :attr:`CallTruth.pauses`.
+closure) and ~350 ms after it; inside an utterance, commas add ~180 ms pauses, full stops
+~350 ms and the words "and"/"but" a ~120 ms pause before them.  Leading and trailing silence is
+trimmed away; internal pauses are kept and listed in :attr:`CallTruth.pauses` (keep them out
+of stretches meant to be overtalk: a VAD may split the overlap there).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class CallTruth:
 
     ``spans`` holds, per channel, one ``(start_s, end_s)`` per utterance in script order, from
     its first to its last audible sample.  ``pauses`` holds, per channel, the silent gaps of at
-    least :data:`MIN_PAUSE_S` *inside* those spans (sentence and comma pauses).  ``dead_air``
+    least :data:`MIN_PAUSE_S` *inside* those spans (sentence and comma pauses; synthesised
+    utterances only).  ``dead_air``
     and ``overtalk`` are derived from ``spans`` with ``dead_air_s`` and ``overtalk_s``.
     """
 
@@ -181,7 +183,8 @@ def tool_versions() -> str:
 def _require_tools() -> None:
     missing = missing_tools()
     if missing:
-        raise ToolMissingError(f"missing programs: {', '.join(missing)} (apt-get install espeak-ng sox)")
+        names = ", ".join(missing)
+        raise ToolMissingError(f"missing programs: {names} (apt-get install espeak-ng sox)")
 
 
 def _sox_to_raw(data: bytes, input_args: list[str], sample_rate: int) -> np.ndarray:
@@ -259,7 +262,8 @@ def _testdata_files() -> tuple[Path, ...]:
     listing = subprocess.run(["dpkg", "-L", _TESTDATA_PACKAGE], capture_output=True, text=True)
     if listing.returncode != 0:
         return ()
-    return tuple(Path(line) for line in listing.stdout.splitlines() if line.endswith((".raw", ".wav")))
+    lines = listing.stdout.splitlines()
+    return tuple(Path(line) for line in lines if line.endswith((".raw", ".wav")))
 
 
 def load_clip(clip: SpeechClip, sample_rate: int) -> np.ndarray:
@@ -297,6 +301,8 @@ def _speech_bounds_by_energy(samples: np.ndarray, sample_rate: int) -> tuple[int
     floor_db = np.percentile(level_db, 10)
     threshold_db = max(floor_db + 15.0, level_db.max() - 40.0)
     loud = np.nonzero(level_db > threshold_db)[0]
+    if loud.size == 0:
+        raise ValueError("no speech found in the clip")
     return int(loud[0]) * frame, (int(loud[-1]) + 1) * frame
 
 
@@ -314,7 +320,9 @@ def _utterance_audio(utt: Utterance, sample_rate: int) -> np.ndarray:
     return synthesize(utt.text, utt.voice, utt.speed_wpm, sample_rate)
 
 
-def _internal_pauses(samples: np.ndarray, sample_rate: int, min_pause_s: float) -> list[tuple[int, int]]:
+def _internal_pauses(
+    samples: np.ndarray, sample_rate: int, min_pause_s: float
+) -> list[tuple[int, int]]:
     """Silent runs (10 ms frames below the audibility threshold) of at least ``min_pause_s``."""
     frame = sample_rate // 100
     n_frames = len(samples) // frame
@@ -346,12 +354,14 @@ def _merge(spans: list[Span]) -> list[Span]:
     return merged
 
 
-def find_dead_air(spans: dict[str, list[Span]], duration_s: float, dead_air_s: float) -> list[Incident]:
+def find_dead_air(
+    spans: dict[str, list[Span]], duration_s: float, dead_air_s: float
+) -> list[Incident]:
     """Gaps of at least ``dead_air_s`` where no channel speaks, from call start to call end."""
     speech = _merge([s for ch in CHANNELS for s in spans.get(ch, [])])
     edges = [0.0] + [x for s in speech for x in s] + [duration_s]
     found = []
-    for gap_start, gap_end in zip(edges[0::2], edges[1::2]):
+    for gap_start, gap_end in zip(edges[0::2], edges[1::2], strict=True):
         if gap_end - gap_start >= dead_air_s - 1e-9:
             found.append(Incident("silence", gap_start, gap_end - gap_start))
     return found
@@ -471,6 +481,8 @@ def _truth(placed: list[_Placed], sample_rate: int, duration_s: float,
     for p in placed:
         ch = p.utterance.channel
         spans[ch].append((p.start / sample_rate, p.end / sample_rate))
+        if p.utterance.clip is not None:
+            continue  # a recording's background noise hides its pauses from this measure
         for s, e in _internal_pauses(p.audio, sample_rate, MIN_PAUSE_S):
             pauses[ch].append(((p.start + s) / sample_rate, (p.start + e) / sample_rate))
     return CallTruth(
@@ -534,17 +546,34 @@ def read_stereo_wav(path: Path) -> tuple[np.ndarray, int]:
         return data.reshape(-1, 2), w.getframerate()
 
 
+def vad_decisions(wav: Path, aggressiveness: int = 3, frame_ms: int = 20) -> dict[str, np.ndarray]:
+    """webrtcvad's speech/non-speech decision per ``frame_ms`` frame, per channel."""
+    import webrtcvad
+
+    samples, rate = read_stereo_wav(wav)
+    frame = rate * frame_ms // 1000
+    decisions = {}
+    for index, ch in enumerate(CHANNELS):
+        vad = webrtcvad.Vad(aggressiveness)
+        mono = np.ascontiguousarray(samples[:, index])
+        decisions[ch] = np.array([vad.is_speech(mono[i * frame:(i + 1) * frame].tobytes(), rate)
+                                  for i in range(len(mono) // frame)], dtype=bool)
+    return decisions
+
+
 @dataclass(frozen=True)
 class VadReport:
-    """webrtcvad's view of a generated call.
+    """webrtcvad's view of a generated call, per channel.
 
-    ``speech_fractions``: per utterance (per channel, in span order), the share of its 20 ms
-    frames judged speech.  ``noise_fraction``: the share of frames judged speech among frames
-    with no speech on that channel, leaving out the first ``guard_s`` of the call and
-    ``guard_s`` after each span (webrtcvad's start-up and hangover).
+    ``speech_fractions``: per utterance (in span order), the share of its frames judged speech.
+    ``voiced_fractions``: the same, leaving out frames inside the utterance's internal pauses.
+    ``noise_fraction``: the share of frames judged speech among frames where the channel has
+    no speech, leaving out the call's first ``guard_s`` and ``guard_s`` after each span
+    (webrtcvad's start-up and hangover); ``noise_frames`` is how many such frames there were.
     """
 
     speech_fractions: dict[str, list[float]]
+    voiced_fractions: dict[str, list[float]]
     noise_fraction: float
     noise_frames: int
 
@@ -552,27 +581,31 @@ class VadReport:
 def vad_report(wav: Path, truth: CallTruth, aggressiveness: int = 3, frame_ms: int = 20,
                guard_s: float = 0.3) -> VadReport:
     """Run webrtcvad over each channel of ``wav`` and compare with ``truth``."""
-    import webrtcvad
-
-    samples, rate = read_stereo_wav(wav)
-    frame = rate * frame_ms // 1000
-    speech_fractions: dict[str, list[float]] = {}
+    decisions = vad_decisions(wav, aggressiveness, frame_ms)
+    step = frame_ms / 1000
+    speech: dict[str, list[float]] = {}
+    voiced: dict[str, list[float]] = {}
     noise_hits = noise_total = 0
-    for index, ch in enumerate(CHANNELS):
-        vad = webrtcvad.Vad(aggressiveness)
-        mono = np.ascontiguousarray(samples[:, index])
-        n_frames = len(mono) // frame
-        decisions = np.array([vad.is_speech(mono[i * frame:(i + 1) * frame].tobytes(), rate)
-                              for i in range(n_frames)])
-        centres = (np.arange(n_frames) + 0.5) * frame / rate
-        speech_fractions[ch] = [float(decisions[(centres >= s) & (centres < e)].mean())
-                                for s, e in truth.spans[ch]]
-        quiet = centres >= guard_s
-        for s, e in truth.spans[ch]:
-            quiet &= ~((centres >= s - frame / rate) & (centres < e + guard_s))
-        noise_hits += int(decisions[quiet].sum())
+    for ch in CHANNELS:
+        dec = decisions[ch]
+        centres = (np.arange(len(dec)) + 0.5) * step
+        in_pause = _within(centres, truth.pauses[ch])
+        speech[ch] = [float(dec[_within(centres, [span])].mean()) for span in truth.spans[ch]]
+        voiced[ch] = [float(dec[_within(centres, [span]) & ~in_pause].mean())
+                      for span in truth.spans[ch]]
+        guarded = [(s - step, e + guard_s) for s, e in truth.spans[ch]] + [(0.0, guard_s)]
+        quiet = ~_within(centres, guarded)
+        noise_hits += int(dec[quiet].sum())
         noise_total += int(quiet.sum())
-    return VadReport(speech_fractions, noise_hits / max(noise_total, 1), noise_total)
+    return VadReport(speech, voiced, noise_hits / max(noise_total, 1), noise_total)
+
+
+def _within(times: np.ndarray, spans: list[Span]) -> np.ndarray:
+    """Mask of ``times`` falling inside any of ``spans``."""
+    mask = np.zeros(len(times), dtype=bool)
+    for start, end in spans:
+        mask |= (times >= start) & (times < end)
+    return mask
 
 
 # --------------------------------------------------------------------------- standard call
@@ -589,4 +622,45 @@ def _customer(start_s: float, text: str, speed_wpm: int = 160) -> Utterance:
     return Utterance("customer", start_s, text, CUSTOMER_VOICE, speed_wpm)
 
 
-STANDARD_CALL: list[Utterance] = []
+STANDARD_CALL: list[Utterance] = [
+    _agent(0.5, "Northwind Investments, Alex speaking. How can I help?"),
+    _customer(4.9, "Hi. I want to put my savings into one of your funds."),
+    _agent(8.9, "Sure, let me pull up your account."),
+    # ~7 s of dead air while the agent "looks up the account".
+    _agent(18.1, "Thanks for waiting. Our Global Growth fund is very popular and this fund has "
+                 "guaranteed returns over any five year period"),
+    # The customer cuts in ~2 s before the agent finishes (no pause in either overlapping part).
+    _customer(23.65, "Hold on what does that mean for my retirement savings exactly"),
+    _agent(27.8, "It means your money keeps growing every single year."),
+    # A ~0.3 s back-channel inside the agent's turn: overlap, but far below overtalk_s.
+    _customer(28.8, "yeah", speed_wpm=180),
+    _customer(31.2, "My brother lost a lot of money in a fund like that and I really do not want "
+                    "that to happen to me"),
+    # The agent cuts in ~1.5 s before the customer finishes.
+    _agent(34.74, "Let me stop you there for a moment while I confirm your identity. "
+                  "Please read me the verification code."),
+    _customer(41.3, "It says four seven one nine two."),
+    # ~6 s of dead air while the agent "checks the code".
+    _agent(49.3, "Thank you for waiting. The code is confirmed. Thanks for calling Northwind."),
+    _customer(54.7, "Great, thanks. Goodbye."),
+]
+"""A ~58 s sales call with known incidents (agent en-us, customer en-gb, 160 wpm).
+
+Expected alerts for dead_air_s=5, overtalk_s=1, as computed by :func:`build_call` with
+espeak-ng 1.51 at 16 kHz (8 kHz differs by at most 2 ms; always assert against the returned
+:class:`CallTruth`, since span ends depend on the espeak-ng version)::
+
+    kind      offset_s  duration_s  who cut in
+    silence     11.073       7.027  -
+    overtalk    23.650       2.002  customer cuts in on agent
+    overtalk    34.740       1.504  agent cuts in on customer
+    silence     43.324       5.976  -
+
+Not an alert: the customer's back-channel "yeah" at 28.800 overlaps the agent for 0.285 s.
+Overtalk offsets are scripted start times and do not depend on the espeak-ng version.
+Keyword lines (transcript, speaker agent): 18.10 "... this fund has guaranteed returns ..."
+and 34.74 "... Please read me the verification code."  The call lasts 57.69 s.
+
+Seen through webrtcvad (aggressiveness 3, 20 ms frames, gaps up to 0.1 s bridged) the same
+four incidents appear at 11.14, 23.66, 34.74 and 43.44 s.
+"""

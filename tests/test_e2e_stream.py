@@ -1,0 +1,94 @@
+"""End to end: the real agent client streams a scripted stereo WAV of speech to a real hub.
+
+The call is synthesised with espeak-ng (tests/callgen.py) so the exact speech spans, and so the
+expected dead-air and overtalk incidents, are known. Every alert the hub raises must match the
+script: kind, offset within ±0.3 s, who cut in; keyword alerts come from the transcript file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import callgen
+import pytest
+from conftest import need_tools
+
+from agent_client.connection import HubConnection
+from agent_client.stream import read_transcript, read_wav, stream_call
+
+TOLERANCE_S = 0.3
+EXPECTED_KEYWORDS = {  # (offset of the transcript line, rule)
+    (18.1, "en-core/false-promise"),
+    (34.74, "en-core/sensitive-data"),
+}
+
+
+@pytest.fixture(scope="module", params=[16000, 8000])
+def standard_call(request, tmp_path_factory):
+    need_tools("espeak-ng", "sox")
+    return callgen.generate_call(callgen.STANDARD_CALL, request.param,
+                                 tmp_path_factory.mktemp(f"calls{request.param}"))
+
+
+def assert_alerts_match(alerts: list[dict], truth: callgen.CallTruth) -> None:
+    expected = sorted(truth.expected_alerts(), key=lambda i: (i.offset_s, i.kind))
+    audio_alerts = sorted((a for a in alerts if a["kind"] in ("silence", "overtalk")),
+                          key=lambda a: (a["offset_s"], a["kind"]))
+    assert [a["kind"] for a in audio_alerts] == [e.kind for e in expected], audio_alerts
+    for alert, incident in zip(audio_alerts, expected, strict=True):
+        assert alert["offset_s"] == pytest.approx(incident.offset_s, abs=TOLERANCE_S)
+        assert alert["duration_s"] == pytest.approx(incident.duration_s, abs=2 * TOLERANCE_S)
+        if incident.kind == "overtalk":
+            assert alert["detail"] == {"interrupter": incident.interrupter,
+                                       "interrupted": incident.interrupted}
+    keywords = {(round(a["offset_s"], 2), a["detail"]["rule"]) for a in alerts
+                if a["kind"] == "keyword"}
+    assert keywords == EXPECTED_KEYWORDS
+    assert all(a["kind"] != "state" for a in alerts)
+
+
+async def test_streamed_call_raises_exactly_the_scripted_alerts(running_hub, wall_factory,
+                                                                standard_call):
+    wall = await wall_factory(running_hub.url)
+    pcm, rate = read_wav(standard_call.wav)
+    conn = HubConnection(running_hub.ws_url, "a1", running_hub.tokens["a1"])
+    conn.start()
+    try:
+        await conn.wait_connected(timeout=5)
+        await conn.send_status("logged_in")
+        report = await stream_call(conn, pcm, rate, read_transcript(standard_call.transcript),
+                                   speed=20, call_id="call-std")
+        assert await conn.drain(timeout=5)
+    finally:
+        await conn.close()
+    assert report.chunks_dropped == 0
+    alerts = await running_hub.alerts(call_id="call-std")
+    assert_alerts_match(alerts, standard_call.truth)
+    # the wall saw each alert, completed with its duration
+    await wall.wait_for(lambda w: len(w.alerts) == len(alerts))
+    for alert in alerts:
+        assert wall.alerts[alert["id"]]["duration_s"] == alert["duration_s"]
+    await wall.wait_for(lambda w: w.tiles["a1"]["state"] == "wrap_up")
+    tile = wall.tiles["a1"]
+    assert tile["severity"] == "critical"  # the verification-code request
+    assert tile["alert"] is not None
+
+
+async def test_cli_streams_a_wav_at_ten_times_real_time(running_hub, standard_call):
+    if standard_call.truth.sample_rate != 16000:
+        pytest.skip("one rate is enough for the command-line path")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent_client.cli", "stream", "--hub", running_hub.url,
+        "--agent", "a2", "--token", running_hub.tokens["a2"], "--wav", str(standard_call.wav),
+        "--transcript", str(standard_call.transcript), "--speed", "10", "--call-id", "call-cli",
+        "--customer", "13812345678", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert "0 dropped" in out.decode()
+    assert_alerts_match(await running_hub.alerts(call_id="call-cli"), standard_call.truth)
+    history = running_hub.hub.store.status_history("a2", since=0)
+    assert [h["state"] for h in history] == ["logged_in", "ready", "on_call", "wrap_up",
+                                             "logged_out"]
+    assert history[2]["call"]["customer"] == "138****5678"  # never stored in full
