@@ -226,13 +226,25 @@ class HubConnection:
                         self._outbox.pop(int(message["seq"]), None)
                         self._acked.notify_all()
                 elif kind == "error":
-                    log.error("hub error for agent %s: %s", self.agent_id,
-                              message.get("reason"))
+                    await self._refused(message)
                 elif not self.inbox.full():
                     self.inbox.put_nowait(message)
         except ConnectionClosed as exc:
             _raise_if_fatal(exc)
             raise
+
+
+    async def _refused(self, message: dict[str, Any]) -> None:
+        """The hub refused something we sent. A refused reliable message is dropped from the
+        outbox: resending it after the reconnect would only be refused again, for ever."""
+        seq = message.get("seq")
+        log.error("hub refused %s from agent %s: %s",
+                  f"message {seq}" if seq is not None else "input", self.agent_id,
+                  message.get("reason"))
+        if isinstance(seq, int):
+            async with self._acked:
+                self._outbox.pop(seq, None)
+                self._acked.notify_all()
 
 
 def _raise_if_fatal(exc: ConnectionClosed) -> None:

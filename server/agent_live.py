@@ -34,7 +34,14 @@ from server.events import (
     TileChanged,
     TileRemoved,
 )
-from server.ingest_protocol import CLOSE_INVALID, AudioChunk, ProtocolError, Status, Transcript
+from server.ingest_protocol import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_INVALID,
+    AudioChunk,
+    ProtocolError,
+    Status,
+    Transcript,
+)
 from server.wire import iso
 
 log = logging.getLogger("floorwatch.agent")
@@ -78,6 +85,12 @@ class AgentLive:
             self._tile(connected=connected)
 
     # -- status -------------------------------------------------------------------------
+
+    def validate(self, status: Status) -> None:
+        """Refuse a status that makes no sense in the agent's current state (before storing)."""
+        if status.state is AgentState.ON_CALL and status.call is None and self.call is None:
+            raise ProtocolError(CLOSE_BAD_REQUEST, "on_call needs a 'call' object to start a "
+                                "call", seq=status.seq)
 
     def on_status(self, status: Status, now: float) -> None:
         if status.name:
@@ -125,13 +138,14 @@ class AgentLive:
             return
         self._complete(alert, status.at - alert.started_at)
 
-    def restore(self, payload: dict[str, Any], at: float) -> None:
+    def restore(self, payload: dict[str, Any], at: float,
+                call_payload: dict[str, Any] | None = None) -> None:
         """Rebuild the tile from the last stored status after a hub restart (not the analysis)."""
         self.state = AgentState(payload["state"])
         self.state_since = at
         self._timer.on_state(self.state, at)
         self.name = payload.get("name") or self.name
-        call = payload.get("call")
+        call = payload.get("call") or (call_payload or {}).get("call")
         if self.state.in_call and call:
             self._start_call(CallInfo(call["id"], call["direction"], call["customer"],
                                       call["sample_rate"]), at)

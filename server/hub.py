@@ -76,7 +76,8 @@ class Hub:
             account = accounts.get(agent_id)
             if account is None or payload.get("state") == "logged_out":
                 continue
-            self.agent(account).restore(payload, at)
+            call = self.store.last_call(agent_id) if "call" not in payload else None
+            self.agent(account).restore(payload, at, call)
             restored += 1
         if restored:
             log.info("restored %d agent tiles from the store", restored)

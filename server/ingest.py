@@ -80,7 +80,7 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
         log.warning("agent %s from %s refused: %s (close %d)", agent_id, peer, exc.reason,
                     exc.code)
         if not ws.closed:
-            await ws.send_str(dumps({"type": "error", "code": exc.code, "reason": exc.reason}))
+            await ws.send_str(dumps(exc.message()))
             await ws.close(code=exc.code, message=exc.reason.encode()[:120])
     if ws.close_code not in (None, 1000, 1001) and agent_id != "?":
         log.info("agent %s disconnected (close %s)", agent_id, ws.close_code)
@@ -117,6 +117,7 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live, session: str) -> Non
             message = parse_message(msg.data)
             metrics.messages += 1
             if isinstance(message, Status):
+                live.validate(message)
                 payload, state, at = message.payload(), message.state.value, message.at
             else:
                 payload = {"call_id": message.call_id, "offset_s": message.offset_s,

@@ -30,10 +30,17 @@ CLOSE_VERSION = 4426
 
 
 class ProtocolError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, seq: int | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.seq = seq  # the refused reliable message, so the client can drop it
+
+    def message(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "error", "code": self.code, "reason": self.reason}
+        if self.seq is not None:
+            out["seq"] = self.seq
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +136,16 @@ def parse_hello(text: str) -> Hello:
 
 def parse_message(text: str) -> Status | Transcript:
     msg = decode_json(text)
-    kind = msg["type"]
-    if kind == "status":
-        return _status(msg)
-    if kind == "transcript":
-        return _transcript(msg)
-    raise _bad(f"unknown message type {kind[:40]!r}")
+    parse = _PARSERS.get(msg["type"])
+    if parse is None:
+        raise _bad(f"unknown message type {msg['type'][:40]!r}")
+    try:
+        return parse(msg)
+    except ProtocolError as exc:
+        seq = msg.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1:
+            exc.seq = seq
+        raise
 
 
 def _status(msg: dict) -> Status:
@@ -148,10 +159,10 @@ def _status(msg: dict) -> Status:
     except ValueError:
         raise _bad(f"bad field 'state': one of {', '.join(s.value for s in AgentState)}") from None
     call = None
-    if state is AgentState.ON_CALL or (state is AgentState.HOLD and "call" in msg):
-        raw = msg.get("call")
+    if state.in_call and "call" in msg:
+        raw = msg["call"]
         if not isinstance(raw, dict):
-            raise _bad("on_call needs a 'call' object")
+            raise _bad("bad field 'call': expected an object")
         rate = raw.get("sample_rate")
         if rate not in SAMPLE_RATES:
             raise _bad(f"bad field 'call.sample_rate': one of {SAMPLE_RATES}")
@@ -185,6 +196,9 @@ def _transcript(msg: dict) -> Transcript:
     if not isinstance(text, str) or len(text) > 4000:
         raise _bad("bad field 'text': expected a string of at most 4000 characters")
     return Transcript(seq, _str(msg, "call_id") or "", float(offset), speaker, text)
+
+
+_PARSERS = {"status": _status, "transcript": _transcript}
 
 
 def parse_audio(data: bytes, max_samples: int) -> AudioChunk:

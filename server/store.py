@@ -267,6 +267,15 @@ class Store:
         )
         return [(r["agent_id"], r["at"], json.loads(r["payload"])) for r in rows]
 
+    def last_call(self, agent_id: str) -> dict[str, Any] | None:
+        """The newest stored status that opened a call (its `call` object), if any."""
+        row = self._db.execute(
+            "SELECT payload FROM status_events WHERE agent_id=? AND state='on_call' "
+            "AND payload LIKE '%\"call\"%' ORDER BY received_at DESC, seq DESC LIMIT 1",
+            (agent_id,),
+        ).fetchone()
+        return None if row is None else json.loads(row["payload"])
+
     # -- alerts --------------------------------------------------------------------------------
 
     def save_alert(self, alert: Alert) -> None:

@@ -53,7 +53,7 @@ ON_CALL = {"call": {"id": "c-bad", "direction": "inbound", "customer": "", "samp
         ([b"{not json"], 1007, "malformed JSON"),
         (['{"type": "dance"}'], 4400, "unknown message type 'dance'"),
         (['{"type": "status", "seq": 1, "state": "ready"}'], 4400, "bad field 'at'"),
-        ([status(1, "on_call")], 4400, "on_call needs a 'call' object"),
+        ([status(1, "on_call")], 4400, "on_call needs a 'call' object to start a call"),
         ([status(1, "lunch")], 4400, "bad field 'state'"),
         ([encode_audio(0, 0, np.zeros((800, 2), np.int16))], 1007, "audio outside a call"),
         ([status(1, "on_call", **ON_CALL), b"\x01\x02" + bytes(15)], 1007,
@@ -139,3 +139,18 @@ async def test_other_calls_keep_going_while_one_agent_sends_garbage(running_hub,
                                       for a in w.alerts.values()))
     assert good.connected.is_set() and good.audio_dropped == 0
     await good.close()
+
+
+async def test_a_refused_status_is_dropped_by_the_client_not_resent_for_ever(running_hub):
+    conn = HubConnection(running_hub.ws_url, "a3", running_hub.tokens["a3"],
+                         min_backoff_s=0.05)
+    conn.start()
+    await conn.wait_connected(timeout=5)
+    await conn.send_status("logged_in")
+    await conn.send_status("on_call")  # no call object: refused, with its seq
+    await conn.send_status("ready")
+    assert await conn.drain(timeout=10)
+    await conn.close()
+    history = running_hub.hub.store.status_history("a3", since=0)
+    assert [h["state"] for h in history] == ["logged_in", "ready"]
+    assert conn.connects == 2
