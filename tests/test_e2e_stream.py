@@ -92,3 +92,38 @@ async def test_cli_streams_a_wav_at_ten_times_real_time(running_hub, standard_ca
     assert [h["state"] for h in history] == ["logged_in", "ready", "on_call", "wrap_up",
                                              "logged_out"]
     assert history[2]["call"]["customer"] == "138****5678"  # never stored in full
+
+
+async def test_real_human_speech_from_recordings(running_hub, tmp_path):
+    """Recorded human speech (Debian's pocketsphinx-testdata) instead of a synthetic voice."""
+    from conftest import need
+
+    need_tools("sox")
+    clips = [callgen.speech_clip_from_testdata(name) for name in callgen._TESTDATA_TEXTS]
+    need(all(clips), "pocketsphinx-testdata not installed (apt-get install pocketsphinx-testdata)")
+    go, austen1, austen2 = clips
+    script = [
+        callgen.Utterance("agent", 0.5, go.text, clip=go),
+        callgen.Utterance("customer", 3.0, austen1.text, clip=austen1),
+        # 8 s with nobody speaking, then the agent talks and the customer cuts in
+        callgen.Utterance("agent", 13.5, austen2.text, clip=austen2),
+        callgen.Utterance("customer", 14.5, go.text, clip=go),
+        callgen.Utterance("agent", 18.0, go.text, clip=go),
+    ]
+    call = callgen.generate_call(script, 16000, tmp_path)
+    assert [i.kind for i in call.truth.expected_alerts()] == ["silence", "overtalk"]
+    conn = HubConnection(running_hub.ws_url, "a3", running_hub.tokens["a3"])
+    conn.start()
+    try:
+        await conn.wait_connected(timeout=5)
+        pcm, rate = read_wav(call.wav)
+        await stream_call(conn, pcm, rate, speed=20, call_id="call-human")
+        assert await conn.drain(timeout=5)
+    finally:
+        await conn.close()
+    alerts = await running_hub.alerts(call_id="call-human")
+    expected = sorted(call.truth.expected_alerts(), key=lambda i: i.offset_s)
+    got = sorted(alerts, key=lambda a: a["offset_s"])
+    assert [a["kind"] for a in got] == [e.kind for e in expected]
+    for alert, incident in zip(got, expected, strict=True):
+        assert alert["offset_s"] == pytest.approx(incident.offset_s, abs=TOLERANCE_S)
