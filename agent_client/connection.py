@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 log = logging.getLogger("floorwatch.agent_client")
 
 PROTOCOL_VERSION = 1
+AUDIO_BACKLOG_BYTES = 64 * 1024  # about 0.5 s of 16 kHz stereo
 FATAL_CLOSE_CODES = {4401: "bad agent token", 4409: "agent connected elsewhere",
                      4426: "unsupported protocol version"}
 
@@ -123,9 +124,15 @@ class HubConnection:
                                          "text": text})
 
     async def send_audio(self, frame: bytes) -> bool:
-        """Send one audio frame now, or drop it (counted) if the hub is not reachable now."""
+        """Send one audio frame now, or drop it (counted) if the hub is not reachable now.
+
+        A link that has stopped moving (a cut cable before the keepalive notices) shows as a
+        growing send buffer; past `AUDIO_BACKLOG_BYTES` chunks are dropped rather than queued
+        behind it, so the stream never waits and never delivers stale audio in a burst.
+        """
         ws = self._ws
-        if ws is None or not self.connected.is_set():
+        if (ws is None or not self.connected.is_set()
+                or ws.transport.get_write_buffer_size() > AUDIO_BACKLOG_BYTES):
             self.audio_dropped += 1
             return False
         try:

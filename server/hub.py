@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -56,7 +58,19 @@ class Hub:
         self.metrics = Metrics()
         self.scorer_factory = scorer_factory
         self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.stopping = False
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a short side job owned by the hub: referenced, errors logged, awaited on stop."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- agents ---------------------------------------------------------------------------
 
@@ -100,6 +114,8 @@ class Hub:
                 *(ws.close(code=CLOSE_GOING_AWAY, message=b"hub shutting down")
                   for ws in connections), return_exceptions=True), timeout)
         await _bounded(self.walls.close_all(CLOSE_GOING_AWAY, "hub shutting down"), timeout)
+        if self._background:
+            await _bounded(asyncio.gather(*self._background, return_exceptions=True), timeout)
         if self._ticker is not None:
             self._ticker.cancel()
             try:

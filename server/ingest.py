@@ -43,7 +43,8 @@ class IngestSocket(web.WebSocketResponse):
 async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
     hub: Hub = request.app[HUB]
     settings = hub.settings.server
-    ws = IngestSocket(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
+    # close handshakes are bounded by `timeout`: a dead link is aborted after 2 s
+    ws = IngestSocket(max_msg_size=settings.max_message_bytes, heartbeat=20.0, timeout=2.0)
     await ws.prepare(request)
     peer = request.remote or "?"
     agent_id = "?"
@@ -57,7 +58,9 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
         if previous is not None and not previous.closed:
             log.warning("agent %s connected again from %s; closing the older connection",
                         agent_id, peer)
-            await previous.close(code=CLOSE_REPLACED, message=b"agent connected elsewhere")
+            # the old link may be dead (a cut cable): never make the new one wait for it
+            hub.spawn(previous.close(code=CLOSE_REPLACED, message=b"agent connected elsewhere"),
+                      name=f"replace-{agent_id}")
         hub.connections[account.agent_id] = ws
         live = hub.agent(account)
         live.set_connected(True)

@@ -37,7 +37,10 @@ class EnergyScorer:
         return list(np.abs(frames).mean(axis=1) > 100)
 
 
-def script(duration_s: float, agent: list[tuple[float, float]], customer: list[tuple[float, float]]):
+Spans = list[tuple[float, float]]
+
+
+def script(duration_s: float, agent: Spans, customer: Spans) -> np.ndarray:
     pcm = np.zeros((round(duration_s * RATE), 2), dtype=np.int16)
     for channel, spans in ((0, agent), (1, customer)):
         for start, end in spans:
@@ -145,7 +148,7 @@ def test_back_channel_overlap_is_not_overtalk():
 
 def test_overlap_between_interruption_and_overtalk_thresholds_is_only_an_interruption():
     pcm = script(8, agent=[(1.0, 5.0)], customer=[(4.2, 6.0)])
-    analyzer, events = run(pcm, overtalk_s=1.0, interruption_s=0.5)
+    _, events = run(pcm, overtalk_s=1.0, interruption_s=0.5)
     assert of(events, OvertalkStarted) == []
     assert of(events, Interruption) == [Interruption(4.2, Speaker.CUSTOMER)]
 
