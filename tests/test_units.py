@@ -160,3 +160,21 @@ def test_mask_phone():
     assert mask_phone("13812345678") == "138****5678"
     assert mask_phone("138****5678") == "****5678"
     assert mask_phone("") == ""
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("card 4111 1111 1111 1111 ok", "card **** **** **** 1111 ok"),
+    ("卡号4111-1111-1111-1111", "卡号**** **** **** 1111"),
+    ("身份证11010519491231002X", "身份证110105********002X"),
+    ("电话13812345678", "电话138****5678"),
+    ("call +86 138 1234 5678", "call 861****5678"),
+    ("the code is 482913 thanks", "the code is ****** thanks"),
+    ("验证码是 4829", "验证码是 ****"),
+    ("I am 42, order 2024, room 3301", "I am 42, order 2024, room 3301"),
+    ("4111 1111 1111 1112 fails Luhn", "411****1112 fails Luhn"),
+    ("11010519491231002Y wrong check", "110****1002Y wrong check"),
+])
+def test_mask_text(text, masked):
+    from server.pii import mask_text
+
+    assert mask_text(text) == masked
