@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.analysis.call import CallAnalyzer, ScorerFactory, webrtc_scorer
@@ -30,6 +30,8 @@ from server.events import (
     OvertalkEnded,
     OvertalkStarted,
     Severity,
+    SpeechEnded,
+    SpeechStarted,
     StateOverLimit,
     TileChanged,
     TileRemoved,
@@ -42,6 +44,7 @@ from server.ingest_protocol import (
     Status,
     Transcript,
 )
+from server.timeline import CallTimeline
 from server.wire import iso
 
 log = logging.getLogger("floorwatch.agent")
@@ -58,6 +61,7 @@ class Call:
     started_at: float
     analyzer: CallAnalyzer
     keywords: KeywordMatcher
+    timeline: CallTimeline = field(default_factory=CallTimeline)
 
 
 class AgentLive:
@@ -219,8 +223,20 @@ class AgentLive:
             log.info("agent %s: transcript for a call that is not open; not matched",
                      self.agent_id)
             return
-        for match in call.keywords.match(line.offset_s, line.speaker, line.text):
+        matches = call.keywords.match(line.offset_s, line.speaker, line.text)
+        call.timeline.transcript(line.offset_s, line.speaker, line.text,
+                                 [m.phrase for m in matches])
+        for match in matches:
             self._analysis_event(match, now)
+
+    def call_view(self, window_s: float) -> dict[str, Any] | None:
+        """The current call's recent timeline and masked transcript, for the agent drawer."""
+        call = self.call
+        if call is None:
+            return None
+        view = call.timeline.view(call.analyzer.position_s, window_s)
+        return {"call_id": call.info.call_id, "started_at": iso(call.started_at),
+                "direction": call.info.direction, "customer": call.info.customer, **view}
 
     def tick(self, now: float) -> None:
         over = self._timer.check(now)
@@ -232,7 +248,11 @@ class AgentLive:
     def _analysis_event(self, event: object, now: float) -> None:
         call = self.call
         sev = self.profile.analysis
-        if isinstance(event, DeadAirStarted) and call:
+        if isinstance(event, SpeechStarted) and call:
+            call.timeline.speech_started(event.speaker, event.offset_s)
+        elif isinstance(event, SpeechEnded) and call:
+            call.timeline.speech_ended(event.speaker, event.offset_s)
+        elif isinstance(event, DeadAirStarted) and call:
             self._raise(AlertKind.SILENCE, Severity(sev.severity_silence), event.offset_s, {},
                         key="silence")
         elif isinstance(event, DeadAirEnded):

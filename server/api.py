@@ -106,6 +106,23 @@ async def history(request: web.Request) -> web.Response:
     return web.json_response({"history": rows}, dumps=dumps)
 
 
+@routes.get("/api/agents/{agent_id}/call")
+async def current_call(request: web.Request) -> web.Response:
+    """The agent's current call: speech timeline, masked transcript and the call's alerts."""
+    hub = _hub(request)
+    live = hub.agents.get(request.match_info["agent_id"])
+    try:
+        window_s = min(max(float(request.query.get("window_s", "300")), 10.0), 3600.0)
+    except ValueError:
+        return _error(400, "window_s: expected seconds")
+    view = live.call_view(window_s) if live is not None else None
+    if view is None:
+        return web.json_response({"call": None})
+    alerts = hub.store.alerts(call_id=view["call_id"], limit=200)
+    view["alerts"] = [alert_json(a) for a in alerts]
+    return web.json_response({"call": view}, dumps=dumps)
+
+
 # -- wall socket ------------------------------------------------------------------------------
 
 

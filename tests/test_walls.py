@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import base64
 import os
 import socket
@@ -128,3 +129,31 @@ async def test_a_stalled_wall_does_not_delay_alerts_to_another(aiohttp_server, t
     print(f"alert reached the healthy wall {delivered_after * 1000:.0f} ms after it was said")
     for conn in [*agents, speaker]:
         await conn.close()
+
+
+async def test_agent_drawer_shows_the_call_with_a_masked_transcript(running_hub, wall_factory):
+    import numpy as np
+
+    from server.ingest_protocol import encode_audio
+
+    wall = await wall_factory(running_hub.url)
+    conn = await agent(running_hub, "a1")
+    await conn.send_status("on_call", call={**CALL, "customer": "13812345678"})
+    speech = np.zeros((800, 2), np.int16)
+    for i in range(30):  # 3 s; the agent "speaks" (a loud tone) from 1.0 to 2.0 s
+        tone = (8000 * np.sin(np.arange(800) * 0.3)).astype(np.int16) if 10 <= i < 20 else 0
+        speech[:, 0] = tone
+        await conn.send_audio(encode_audio(i, i * 800, speech))
+    await conn.send_transcript("c-1", 1.2, "customer", "my card is 4111 1111 1111 1111")
+    await conn.send_transcript("c-1", 1.5, "agent", "great, and the verification code?")
+    assert await conn.drain(timeout=5)
+    async with wall.http.get(f"{running_hub.url}/api/agents/a1/call") as r:
+        view = (await r.json())["call"]
+    assert view["call_id"] == "c-1" and view["customer"] == "138****5678"
+    assert [line["text"] for line in view["transcript"]] == [
+        "my card is **** **** **** 1111", "great, and the verification code?"]
+    assert view["transcript"][1]["matches"] == ["verification code"]
+    assert [a["kind"] for a in view["alerts"]] == ["keyword"]
+    assert view["position_s"] == 3.0
+    assert "4111 1111" not in json.dumps(wall.alerts) + json.dumps(wall.tiles)
+    await conn.close()
