@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import base64
+import json
 import os
 import socket
 import time
