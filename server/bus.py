@@ -24,6 +24,12 @@ class Bus(Protocol):
 
     def subscribe(self, handler: Handler) -> None: ...
 
+    async def sync(self) -> None:
+        """Return once everything published so far is durable beyond this process."""
+
+    async def shared_last_seq(self, agent_id: str, session: str) -> int:
+        """The highest reliable message another hub stored for this agent session (or 0)."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -51,6 +57,12 @@ class LocalBus:
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
+
+    async def sync(self) -> None:
+        return None
+
+    async def shared_last_seq(self, agent_id: str, session: str) -> int:
+        return 0
 
     async def start(self) -> None:
         return None

@@ -57,6 +57,14 @@ class WallSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""  # empty: the embedded default, one hub and no Redis
+    key_prefix: str = "fw:"
+    stream_maxlen: int = 100_000
+    hub_id: str = ""
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     vad_frame_ms: int = 20
     vad_aggressiveness: int = 3
@@ -103,6 +111,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     walls: WallSettings = field(default_factory=WallSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     teams: Mapping[str, TeamProfile] = field(default_factory=dict)
     default_team: TeamProfile | None = None
@@ -113,7 +122,7 @@ class Settings:
 
 
 _SECTIONS = {"server": ServerSettings, "auth": AuthSettings, "walls": WallSettings,
-             "analysis": AnalysisSettings}
+             "redis": RedisSettings, "analysis": AnalysisSettings}
 
 
 def load_settings(
@@ -236,6 +245,11 @@ def _check(built: dict[str, Any]) -> None:
     for name in ("hello_timeout_s", "shutdown_timeout_s"):
         if getattr(server, name) <= 0:
             raise ConfigError(f"server.{name}: must be > 0")
+    redis: RedisSettings = built["redis"]
+    if redis.url and not redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: expected redis://host:port/db, got {redis.url!r}")
+    if redis.stream_maxlen < 1000:
+        raise ConfigError(f"redis.stream_maxlen: must be >= 1000, got {redis.stream_maxlen}")
     if built["auth"].session_ttl_h <= 0:
         raise ConfigError("auth.session_ttl_h: must be > 0")
     walls: WallSettings = built["walls"]

@@ -83,10 +83,13 @@ class Floor:
     def _apply_alerts(self, agent_id: str, tile: dict[str, Any]) -> None:
         tile.update(self._alert_fields(agent_id))
 
+    def unacked_alerts(self) -> list[Alert]:
+        return [a for per_agent in self._unacked.values() for a in per_agent.values()]
+
     # -- walls ----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        alerts = [a for per_agent in self._unacked.values() for a in per_agent.values()]
+        alerts = self.unacked_alerts()
         alerts.sort(key=lambda a: (a.started_at, a.id), reverse=True)
         return {
             "type": "snapshot",

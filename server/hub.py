@@ -49,12 +49,12 @@ class Hub:
                  scorer_factory: ScorerFactory = webrtc_scorer) -> None:
         self.settings = settings
         self.store = Store(settings.server.data_dir / "floorwatch.db")
-        self.bus: Bus = bus or LocalBus()
         self.walls = WallHub(settings.walls.queue_size)
         self.floor = Floor(self.store, self.walls)
-        self.bus.subscribe(self.floor.on_event)
         self.agents: dict[str, AgentLive] = {}
         self.connections: dict[str, web.WebSocketResponse] = {}
+        self.bus: Bus = bus or self._make_bus()
+        self.bus.subscribe(self.floor.on_event)
         self.metrics = Metrics()
         self.scorer_factory = scorer_factory
         self._ticker: asyncio.Task[None] | None = None
@@ -72,27 +72,48 @@ class Hub:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
+    def _make_bus(self) -> Bus:
+        redis = self.settings.redis
+        if not redis.url:
+            return LocalBus()
+        from server.bus_redis import RedisBus
+
+        return RedisBus(redis.url, self.store, prefix=redis.key_prefix, hub_id=redis.hub_id,
+                        stream_maxlen=redis.stream_maxlen, tile_of=self.floor.tiles.get,
+                        owned=self.connections.keys, unacked_alerts=self.floor.unacked_alerts)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other hubs serve the same floor (a Redis bus)."""
+        return bool(self.settings.redis.url)
+
     # -- agents ---------------------------------------------------------------------------
 
     def agent(self, account: AgentAccount) -> AgentLive:
+        """The live state of an agent; created from its last stored status when first needed
+        (after a restart, or when the agent moved here from another hub)."""
         live = self.agents.get(account.agent_id)
         if live is None:
             profile = self.settings.team(account.team)
             live = AgentLive(account.agent_id, account.name, account.team, profile, self.bus,
                              self.scorer_factory)
             self.agents[account.agent_id] = live
+            latest = self.store.latest_status(account.agent_id)
+            if latest is not None and latest[1].get("state") != "logged_out":
+                at, payload = latest
+                call = self.store.last_call(account.agent_id) if "call" not in payload else None
+                live.restore(payload, at, call)
         return live
 
     def _restore_tiles(self) -> None:
+        """Embedded mode: bring back every logged-in agent's tile after a restart. (With Redis
+        the shared snapshot does this, and other hubs may serve those agents now.)"""
         accounts = {a.agent_id: a for a in self.store.agents()}
         restored = 0
-        for agent_id, at, payload in self.store.latest_statuses():
-            account = accounts.get(agent_id)
-            if account is None or payload.get("state") == "logged_out":
-                continue
-            call = self.store.last_call(agent_id) if "call" not in payload else None
-            self.agent(account).restore(payload, at, call)
-            restored += 1
+        for agent_id, _at, payload in self.store.latest_statuses():
+            if agent_id in accounts and payload.get("state") != "logged_out":
+                self.agent(accounts[agent_id])
+                restored += 1
         if restored:
             log.info("restored %d agent tiles from the store", restored)
 
@@ -100,7 +121,8 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start()
-        self._restore_tiles()
+        if not self.shared:
+            self._restore_tiles()
         self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
         log.info("hub started (data in %s)", self.settings.server.data_dir)
 
@@ -112,10 +134,12 @@ class Hub:
             log.info("closing %d agent connections", len(connections))
             await _bounded(asyncio.gather(
                 *(ws.close(code=CLOSE_GOING_AWAY, message=b"hub shutting down")
-                  for ws in connections), return_exceptions=True), timeout)
-        await _bounded(self.walls.close_all(CLOSE_GOING_AWAY, "hub shutting down"), timeout)
+                  for ws in connections), return_exceptions=True), timeout, "closing agents")
+        await _bounded(self.walls.close_all(CLOSE_GOING_AWAY, "hub shutting down"), timeout,
+                       "closing walls")
         if self._background:
-            await _bounded(asyncio.gather(*self._background, return_exceptions=True), timeout)
+            await _bounded(asyncio.gather(*self._background, return_exceptions=True), timeout,
+                           "background tasks")
         if self._ticker is not None:
             self._ticker.cancel()
             try:
@@ -123,7 +147,7 @@ class Hub:
             except asyncio.CancelledError:
                 pass
         self.floor.flush()
-        await _bounded(self.bus.close(), timeout)
+        await _bounded(self.bus.close(), timeout, "closing the bus")
         self.store.close()
         log.info("hub stopped")
 
@@ -150,12 +174,12 @@ class Hub:
                 log.exception("hub tick failed; carrying on")
 
 
-async def _bounded(awaitable: object, timeout: float) -> None:
+async def _bounded(awaitable: object, timeout: float, step: str) -> None:
     try:
         async with asyncio.timeout(timeout):
             await awaitable  # type: ignore[misc]
     except TimeoutError:
-        log.warning("shutdown step timed out after %.1f s", timeout)
+        log.warning("shutdown: %s timed out after %.1f s", step, timeout)
 
 
 HUB = web.AppKey("hub", Hub)

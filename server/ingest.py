@@ -13,6 +13,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
+from server.agent_live import AgentLive
 from server.hub import HUB, Hub
 from server.ingest_protocol import (
     CLOSE_BAD_TOKEN,
@@ -64,7 +65,8 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
         hub.connections[account.agent_id] = ws
         live = hub.agent(account)
         live.set_connected(True)
-        last_seq = hub.store.last_seq(account.agent_id, hello.session)
+        last_seq = max(hub.store.last_seq(account.agent_id, hello.session),
+                       await hub.bus.shared_last_seq(account.agent_id, hello.session))
         await ws.send_str(dumps({
             "type": "welcome", "protocol": PROTOCOL_VERSION, "agent_id": account.agent_id,
             "session": hello.session, "last_seq": last_seq, "server_time": iso(time.time()),
@@ -104,7 +106,7 @@ async def _receive_hello(ws: web.WebSocketResponse, timeout: float):
     raise ProtocolError(CLOSE_INVALID, "connection closed before hello")
 
 
-async def _serve(hub: Hub, ws: web.WebSocketResponse, live, session: str) -> None:
+async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: str) -> None:
     store, metrics = hub.store, hub.metrics
     max_samples = 16000  # one second at the highest rate we accept
     async for msg in ws:
@@ -131,6 +133,8 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live, session: str) -> Non
                     live.on_status(message, now)
                 else:
                     live.on_transcript(message, now)
+            # acknowledged once it is durable beyond this process (Redis), when there is one
+            await hub.bus.sync()
             await ws.send_str(dumps({"type": "ack", "seq": message.seq}))
         elif msg.type is WSMsgType.ERROR:
             exc = ws.exception()

@@ -18,6 +18,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,16 @@ CREATE INDEX IF NOT EXISTS alerts_by_agent ON alerts (agent_id, started_at);
 """
 
 ROLES = ("admin", "supervisor")
+
+# Tables whose rows are shared between hubs of one floor (see server/bus_redis.py), by key.
+REPLICATED: dict[str, tuple[str, ...]] = {
+    "users": ("username",),
+    "agents": ("agent_id",),
+    "api_tokens": ("token_hash",),
+    "sessions": ("token_hash",),
+    "status_events": ("agent_id", "session", "seq"),
+}
+RowListener = Callable[[str, dict[str, Any], bool], None]  # table, row (key if deleted), deleted
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -139,9 +150,53 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._listeners: list[RowListener] = []
 
     def close(self) -> None:
         self._db.close()
+
+    # -- replication ------------------------------------------------------------------------
+
+    def on_row_change(self, listener: RowListener) -> None:
+        """Call `listener(table, row, deleted)` after each change to a replicated table."""
+        self._listeners.append(listener)
+
+    def _changed(self, table: str, *key: Any, deleted: bool = False) -> None:
+        if not self._listeners:
+            return
+        columns = REPLICATED[table]
+        if deleted:
+            row = dict(zip(columns, key, strict=True))
+        else:
+            where = " AND ".join(f"{c}=?" for c in columns)
+            found = self._db.execute(f"SELECT * FROM {table} WHERE {where}", key).fetchone()
+            if found is None:
+                return
+            row = dict(found)
+        for listener in self._listeners:
+            listener(table, row, deleted)
+
+    def apply_row(self, table: str, row: dict[str, Any], deleted: bool = False) -> None:
+        """Apply a row changed on another hub (no listener is told: it came from outside)."""
+        columns = REPLICATED.get(table)
+        if columns is None:
+            raise StoreError(f"table {table!r} is not replicated")
+        if deleted:
+            where = " AND ".join(f"{c}=?" for c in columns)
+            self._db.execute(f"DELETE FROM {table} WHERE {where}", [row[c] for c in columns])
+            return
+        names = list(row)
+        if not set(columns) <= set(names) or not all(n.isidentifier() for n in names):
+            raise StoreError(f"bad row for {table}")
+        verb = "INSERT OR IGNORE" if table == "status_events" else "INSERT OR REPLACE"
+        self._db.execute(f"{verb} INTO {table} ({', '.join(names)}) VALUES "
+                         f"({', '.join('?' * len(names))})", [row[n] for n in names])
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of a replicated account table (to seed a shared store)."""
+        if table not in REPLICATED or table == "status_events":
+            raise StoreError(f"table {table!r} is not an account table")
+        return [dict(r) for r in self._db.execute(f"SELECT * FROM {table}")]
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -157,6 +212,7 @@ class Store:
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"user {username!r} already exists") from None
+        self._changed("users", username)
         return User(username, role, display_name or username)
 
     def set_password(self, username: str, password: str) -> None:
@@ -166,6 +222,7 @@ class Store:
                                (hash_password(password), username))
         if not cur.rowcount:
             raise StoreError(f"no user {username!r}")
+        self._changed("users", username)
 
     def check_password(self, username: str, password: str) -> User | None:
         row = self._db.execute("SELECT * FROM users WHERE username=?", (username,)).fetchone()
@@ -186,6 +243,7 @@ class Store:
         self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
         self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
                          (hash_token(token), username, now, now + ttl_s))
+        self._changed("sessions", hash_token(token))
         return token
 
     def session_user(self, token: str) -> User | None:
@@ -197,11 +255,13 @@ class Store:
 
     def end_session(self, token: str) -> None:
         self._db.execute("DELETE FROM sessions WHERE token_hash=?", (hash_token(token),))
+        self._changed("sessions", hash_token(token), deleted=True)
 
     def add_api_token(self, name: str) -> str:
         token = new_token("fwt")
         self._db.execute("INSERT INTO api_tokens VALUES (?, ?, ?)",
                          (hash_token(token), name, time.time()))
+        self._changed("api_tokens", hash_token(token))
         return token
 
     def api_token_name(self, token: str) -> str | None:
@@ -220,6 +280,7 @@ class Store:
             "name=excluded.name, team=excluded.team, token_hash=excluded.token_hash",
             (agent_id, name or agent_id, team, hash_token(token), time.time()),
         )
+        self._changed("agents", agent_id)
         return token
 
     def agent_for_token(self, agent_id: str, token: str) -> AgentAccount | None:
@@ -248,7 +309,10 @@ class Store:
             "INSERT OR IGNORE INTO status_events VALUES (?, ?, ?, ?, ?, ?, ?)",
             (agent_id, session, seq, at, state, json.dumps(payload), time.time()),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self._changed("status_events", agent_id, session, seq)
+        return True
 
     def status_history(self, agent_id: str, since: float, limit: int = 500) -> list[dict]:
         rows = self._db.execute(
@@ -267,6 +331,12 @@ class Store:
         )
         return [(r["agent_id"], r["at"], json.loads(r["payload"])) for r in rows]
 
+    def latest_status(self, agent_id: str) -> tuple[float, dict[str, Any]] | None:
+        row = self._db.execute(
+            "SELECT at, payload FROM status_events WHERE agent_id=? AND state != 'transcript' "
+            "ORDER BY received_at DESC, rowid DESC LIMIT 1", (agent_id,)).fetchone()
+        return None if row is None else (row["at"], json.loads(row["payload"]))
+
     def last_call(self, agent_id: str) -> dict[str, Any] | None:
         """The newest stored status that opened a call (its `call` object), if any."""
         row = self._db.execute(
@@ -281,7 +351,9 @@ class Store:
     def save_alert(self, alert: Alert) -> None:
         self._db.execute(
             "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-            "SET duration_s=excluded.duration_s, detail=excluded.detail",
+            "SET duration_s=COALESCE(excluded.duration_s, duration_s), detail=excluded.detail, "
+            "acked_by=COALESCE(acked_by, excluded.acked_by), "
+            "acked_at=COALESCE(acked_at, excluded.acked_at)",
             (alert.id, alert.kind.value, alert.agent_id, alert.call_id, alert.severity.value,
              alert.started_at, alert.offset_s, alert.duration_s, json.dumps(alert.detail),
              alert.acked_by, alert.acked_at),

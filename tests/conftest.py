@@ -78,8 +78,42 @@ class RunningHub:
         return {"Authorization": f"Bearer {self.api_token}"}
 
 
+REDIS_URL = os.environ.get("FLOORWATCH_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except (redis.RedisError, OSError):
+        return False
+    return True
+
+
 @pytest.fixture
-async def running_hub(aiohttp_server, tmp_path) -> RunningHub:
+def redis_prefix():
+    """A key prefix of our own on the test Redis (db 15), deleted afterwards."""
+    import uuid
+
+    import redis
+
+    need(redis_available(), f"no Redis at {REDIS_URL} (set FLOORWATCH_TEST_REDIS)")
+    prefix = f"fwtest:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(params=["local", "redis"])
+async def running_hub(request, aiohttp_server, tmp_path) -> RunningHub:
+    """A hub on the embedded bus, and the same hub on the Redis bus: the suite runs on both."""
+    if request.param == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        return await start_hub(aiohttp_server, tmp_path,
+                               redis={"url": REDIS_URL, "key_prefix": prefix})
     return await start_hub(aiohttp_server, tmp_path)
 
 

@@ -1,0 +1,477 @@
+"""Keyword spotting in call audio with pocketsphinx, sans-I/O, for one channel of one call.
+
+    spotter = KeywordSpotter(keyphrases_from_packs(["builtin:en-core"]), 8000)
+    spots = spotter.feed(offset_samples, mono_int16)            # speech regions only
+    spots += spotter.feed(offset_samples, mono_int16, final=True)  # the region ended
+    spots += spotter.finish()
+
+Why it is built this way:
+
+* **Keyphrase search, not dictation.** pocketsphinx's `kws` search scores each phrase against a
+  phone loop: a phrase fires when the ratio of the two passes its own threshold. It needs no
+  language model, costs ~0.03 CPU-s per audio-s, and the thresholds in `TUNED_THRESHOLDS` were
+  chosen on a measured corpus (bench/kws_accuracy.py, evidence in docs/kws.md). Phrases of fewer
+  than 3 syllables fire on everything and are left to transcript matching.
+* **Time comes with the audio.** Each speech region is one decoder utterance that starts at a
+  known sample offset; a phrase's start and end frames map back to call audio time exactly
+  (10 ms frames), whatever the speed of the replay.
+* **VAD-gated.** The caller feeds only speech (see `KwsGate`, which runs beside the
+  CallAnalyzer): silence never reaches the decoder, which is where the capacity comes from. A
+  jump in the offsets starts a new utterance, so gated audio keeps exact timing.
+* **Warmed up.** Cepstral mean normalisation (CMN) is seeded with the mean of telephone speech
+  (`SEED_CMN`) instead of pocketsphinx's generic `40,3,-1`; otherwise a phrase in the first
+  seconds of a call scores ~50 decades lower and is missed.
+* **8 kHz in, 16 kHz to the model.** The bundled en-us model is wideband; 8 kHz telephone audio
+  goes through a small half-band FIR interpolator (`Upsampler2x`), numpy only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import tempfile
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from server.analysis.keywords import RuleError, resolve_pack_path
+
+log = logging.getLogger("floorwatch.kws")
+
+#: Cepstral mean of speech as the decoder sees it after a few utterances (bench/kws_accuracy.py
+#: --seed-cmn, a mix of espeak-ng en-us/en-gb and the pocketsphinx-testdata recordings).
+SEED_CMN = "51.81,-0.56,-3.71,14.70,-6.98,-1.10,-3.31,-11.57,-0.34,-7.85,3.89,-3.33,-3.27"
+
+#: Per-phrase thresholds (ratio of keyphrase to phone-loop likelihood) chosen with
+#: bench/kws_accuracy.py; see docs/kws.md for the evidence. Phrases not listed get
+#: `default_threshold(syllables)`.
+TUNED_THRESHOLDS: dict[str, float] = {}
+
+_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+_KWS_MAX = 1500  # pocketsphinx kws_search.c: detection prob = score difference - KWS_MAX
+_SENSCR_SHIFT = 10  # pocketsphinx: senone scores are logmath values >> 10
+
+
+def default_threshold(syllables: int) -> float:
+    """Threshold for an untuned phrase: longer phrases can afford a stricter ratio."""
+    return 10.0 ** -max(5, 40 - 5 * syllables)
+
+
+# -- keyphrases from rule packs -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Keyphrase:
+    text: str  # lower-case words, each in the pronunciation dictionary
+    rule_id: str
+    threshold: float
+
+
+class HasPhrases(Protocol):
+    """What `keyphrases_from_rules` needs of a rule (keywords.Rule once it keeps its phrases)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def phrases(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RulePhrases:
+    id: str
+    phrases: tuple[str, ...]
+
+
+def rule_phrases_from_packs(sources: Iterable[str | Path]) -> list[RulePhrases]:
+    """The raw phrases of each rule, read from the TOML packs (keywords.Rule keeps only a regex).
+
+    Rule ids are `<pack id>/<rule id>`, as keywords.load_pack makes them.
+    """
+    out = []
+    for source in sources:
+        path = resolve_pack_path(source)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RuleError(f"rule pack {source}: {exc}") from exc
+        pack_id = str(data.get("id") or path.stem)
+        for raw in data.get("rule", []):
+            phrases = tuple(str(p) for p in raw.get("phrases", []))
+            if phrases:
+                out.append(RulePhrases(f"{pack_id}/{raw.get('id')}", phrases))
+    return out
+
+
+def keyphrases_from_packs(sources: Iterable[str | Path], **kwargs: object) -> list[Keyphrase]:
+    return keyphrases_from_rules(rule_phrases_from_packs(sources), **kwargs)  # type: ignore[arg-type]
+
+
+def keyphrases_from_rules(
+    rules: Iterable[HasPhrases],
+    *,
+    min_syllables: int = 3,
+    thresholds: dict[str, float] | None = None,
+) -> list[Keyphrase]:
+    """The spottable English phrases of `rules`, each with its threshold.
+
+    Non-ASCII phrases (Chinese packs) are for transcript matching and are skipped silently. A
+    phrase with a word missing from the dictionary, or shorter than `min_syllables`, is skipped
+    and logged once per process: the rule still works on transcript text.
+    """
+    table = TUNED_THRESHOLDS if thresholds is None else thresholds
+    lexicon = Lexicon.default()
+    out: dict[str, Keyphrase] = {}
+    for rule in rules:
+        for raw in rule.phrases:
+            text = spoken_form(raw)
+            if text is None or text in out:
+                continue
+            missing = [w for w in text.split() if lexicon.pron(w) is None]
+            if missing:
+                _note_once(f"phrase {raw!r} of rule {rule.id} not spotted in audio: "
+                           f"{', '.join(missing)} not in the pronunciation dictionary")
+                continue
+            syllables = lexicon.syllables(text)
+            if syllables < min_syllables:
+                _note_once(f"phrase {raw!r} of rule {rule.id} not spotted in audio: "
+                           f"{syllables} syllable(s), fewer than {min_syllables}")
+                continue
+            threshold = table.get(text, default_threshold(syllables))
+            out[text] = Keyphrase(text, rule.id, threshold)
+    return list(out.values())
+
+
+def spoken_form(phrase: str) -> str | None:
+    """Dictionary form of an English phrase ("Risk-free!" -> "risk free"); None if not ASCII."""
+    text = unicodedata.normalize("NFKC", phrase).casefold().replace("\u2019", "'")
+    if not text.isascii():
+        return None
+    words = re.sub(r"[^a-z0-9' ]+", " ", text).split()
+    return " ".join(w.strip("'") for w in words if w.strip("'")) or None
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    log.warning("%s", message)
+
+
+class Lexicon:
+    """The bundled CMU dictionary, read once per process (only the words used reach a decoder)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._prons: dict[str, str] = {}
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                word, _, phones = line.strip().partition(" ")
+                if "(" not in word:  # kws uses each word's first pronunciation only
+                    self._prons[word] = phones.strip()
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> Lexicon:
+        from pocketsphinx import get_model_path
+
+        return cls(Path(get_model_path("en-us/cmudict-en-us.dict")))
+
+    def pron(self, word: str) -> str | None:
+        return self._prons.get(word)
+
+    def syllables(self, text: str) -> int:
+        return sum(p in _VOWELS for w in text.split() for p in (self.pron(w) or "").split())
+
+    def entries(self, words: Iterable[str]) -> str:
+        return "".join(f"{w} {self._prons[w]}\n" for w in sorted(set(words)))
+
+
+# -- audio -----------------------------------------------------------------------------------
+
+
+class Upsampler2x:
+    """8 -> 16 kHz by a half-band FIR (windowed sinc, 16 taps per phase), streaming.
+
+    Even output samples are the input samples; odd ones are interpolated halfway. The odd phase
+    needs `DELAY` samples of look-ahead, so output lags input by `DELAY` input samples (0.9 ms);
+    the spotter subtracts it from its times.
+    """
+
+    TAPS = 16
+    DELAY = TAPS // 2 - 1
+
+    def __init__(self) -> None:
+        n = np.arange(self.TAPS) - (self.TAPS - 1) / 2  # half-integer positions
+        self._h = (np.sinc(n) * np.kaiser(self.TAPS, 6.0))[::-1].astype(np.float32)
+        self._h /= self._h.sum()
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist = np.zeros(self.TAPS - 1, dtype=np.float32)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        buf = np.concatenate((self._hist, pcm.astype(np.float32)))
+        self._hist = buf[len(buf) - (self.TAPS - 1):]
+        odd = np.convolve(buf, self._h, mode="valid")
+        even = buf[self.DELAY : self.DELAY + len(odd)]
+        out = np.empty(2 * len(odd), dtype=np.float32)
+        out[0::2], out[1::2] = even, odd
+        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+
+
+# -- the spotter -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spotted:
+    offset_s: float  # start of the phrase, call audio time
+    end_s: float
+    phrase: str
+    rule_id: str
+    score: float  # log10 of the keyphrase / phone-loop likelihood ratio
+
+
+@dataclass(frozen=True, slots=True)
+class SpotterParams:
+    plp: float = 1e-10  # phone-loop probability: lower = phrases win more easily
+    beam: float = 1e-80
+    delay_frames: int = 10  # pocketsphinx waits this long for a better score before reporting
+    seed_cmn: str = SEED_CMN
+    tail_s: float = 0.15  # silence appended when a region ends, to flush the last detection
+    max_utterance_s: float = 30.0  # ungated audio is cut into utterances this long ...
+    overlap_s: float = 3.0  # ... re-decoding this much, so a phrase across the cut is found
+    dedupe: bool = True  # False: every detection with its score (threshold tuning only)
+    extra: dict[str, object] = field(default_factory=dict)  # more pocketsphinx options
+
+
+class KeywordSpotter:
+    """Spots `keyphrases` in one mono channel; feed speech regions, get phrases with their times."""
+
+    def __init__(self, keyphrases: Sequence[Keyphrase], sample_rate: int,
+                 params: SpotterParams | None = None) -> None:
+        if sample_rate not in (8000, 16000):
+            raise ValueError(f"sample_rate must be 8000 or 16000, not {sample_rate}")
+        if not keyphrases:
+            raise ValueError("no keyphrases to spot")
+        self.sample_rate = sample_rate
+        self.params = params or SpotterParams()
+        self._rules = {k.text: k.rule_id for k in keyphrases}
+        self._min_score = {k.text: math.log10(k.threshold) for k in keyphrases}
+        self._decoder = _build_decoder(tuple(keyphrases), self.params)
+        self._logmath = self._decoder.get_logmath()
+        self._upsampler = Upsampler2x() if sample_rate == 8000 else None
+        self._delay = Upsampler2x.DELAY if self._upsampler else 0
+        self._hop = sample_rate // 100  # input samples per 10 ms decoder frame
+        self._origin: int | None = None  # input offset of the open utterance's frame 0
+        self._next = 0  # input offset the open utterance expects next
+        self._history = np.zeros(0, dtype=np.int16)  # recent audio, for re-decoding at a cut
+        self._recent: list[Spotted] = []  # reported lately, to drop a repeat across utterances
+        self._reported: set[tuple[str, int]] = set()  # (phrase, start frame) in this utterance
+        self.audio_s = 0.0  # audio decoded (speech regions, plus overlaps and tails)
+        self.finished = False
+
+    def feed(self, offset: int, pcm: np.ndarray, *, final: bool = False) -> list[Spotted]:
+        """Decode mono int16 `pcm` starting at sample `offset`; `final` ends the speech region.
+
+        A chunk that does not continue the previous one closes the open utterance first.
+        """
+        if self.finished:
+            return []
+        out: list[Spotted] = []
+        if self._origin is not None and offset != self._next:
+            out += self._end_utterance()
+        if len(pcm):
+            if self._origin is None:
+                self._start_utterance(offset)
+            elif (offset - self._origin) / self.sample_rate > self.params.max_utterance_s:
+                out += self._cut(offset)
+            self._process(pcm)
+            self._next = offset + len(pcm)
+            out += self._collect()
+        if final and self._origin is not None:
+            out += self._end_utterance()
+        return out
+
+    def finish(self) -> list[Spotted]:
+        out = self._end_utterance() if self._origin is not None else []
+        self.finished = True
+        return out
+
+    def cmn(self) -> str:
+        """The decoder's current cepstral mean (what `SEED_CMN` was measured from)."""
+        return self._decoder.get_cmn()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start_utterance(self, offset: int) -> None:
+        self._origin = self._next = offset
+        self._reported.clear()
+        self._history = self._history[:0]
+        if self._upsampler:
+            self._upsampler.reset()
+        self._decoder.start_utt()
+
+    def _process(self, pcm: np.ndarray) -> None:
+        pcm = np.ascontiguousarray(pcm, dtype=np.int16)
+        keep = int(self.params.overlap_s * self.sample_rate)
+        self._history = np.concatenate((self._history, pcm))[-keep:]
+        self.audio_s += len(pcm) / self.sample_rate
+        if self._upsampler:
+            pcm = self._upsampler.process(pcm)
+        self._decoder.process_raw(pcm.tobytes(), False, False)
+
+    def _end_utterance(self) -> list[Spotted]:
+        tail = int(self.params.tail_s * self.sample_rate) + self._delay
+        self._process(np.zeros(tail, dtype=np.int16))
+        out = self._collect()
+        self._decoder.end_utt()  # updates the live CMN from this region
+        self._origin = None
+        return out
+
+    def _cut(self, offset: int) -> list[Spotted]:
+        """Start a fresh utterance at `offset`, re-decoding the last few seconds into it."""
+        history = self._history
+        out = self._end_utterance()
+        self._start_utterance(offset - len(history))
+        self._process(history)
+        return out + self._collect()
+
+    def _collect(self) -> list[Spotted]:
+        if self._decoder.hyp() is None:
+            return []
+        assert self._origin is not None
+        out = []
+        for seg in self._decoder.seg():
+            key = (seg.word.strip(), seg.start_frame)
+            score = self._score(seg.prob)
+            # a detection can still improve after it is first reported: the threshold decides
+            if key in self._reported or score < self._min_score[key[0]]:
+                continue
+            self._reported.add(key)
+            start = (self._origin + seg.start_frame * self._hop - self._delay) / self.sample_rate
+            end = (self._origin + seg.end_frame * self._hop - self._delay) / self.sample_rate
+            spot = Spotted(round(max(start, 0.0), 3), round(end, 3), key[0],
+                           self._rules[key[0]], round(score, 1))
+            if self.params.dedupe and self._is_repeat(spot):
+                continue
+            out.append(spot)
+        return out
+
+    def _is_repeat(self, spot: Spotted) -> bool:
+        """The same rule already reported over this stretch of audio (a re-decoded overlap, or
+        "guaranteed return" inside "guaranteed returns")."""
+        self._recent = [s for s in self._recent if s.end_s > spot.offset_s - 10.0]
+        for seen in self._recent:
+            if seen.rule_id == spot.rule_id and seen.offset_s < spot.end_s \
+                    and spot.offset_s < seen.end_s:
+                return True
+        self._recent.append(spot)
+        return False
+
+    def _score(self, prob: float) -> float:
+        raw = self._logmath.log(prob) if prob > 0 else -(10**9)
+        return self._logmath.log_to_log10((raw + _KWS_MAX) << _SENSCR_SHIFT)
+
+
+def _build_decoder(keyphrases: tuple[Keyphrase, ...], params: SpotterParams):
+    """A kws decoder with a dictionary of just the words used (16 ms and ~6 MB, not 0.2 s and
+    ~30 MB with the full dictionary)."""
+    from pocketsphinx import Decoder, get_model_path
+
+    lexicon = Lexicon.default()
+    words = {w for k in keyphrases for w in k.text.split()}
+    with tempfile.TemporaryDirectory(prefix="floorwatch-kws-") as tmp:
+        dict_path, kws_path = Path(tmp, "words.dict"), Path(tmp, "phrases.kws")
+        dict_path.write_text(lexicon.entries(words), encoding="ascii")
+        kws_path.write_text("".join(f"{k.text} /{k.threshold:.0e}/\n" for k in keyphrases),
+                            encoding="ascii")
+        decoder = Decoder(
+            hmm=get_model_path("en-us/en-us"), dict=str(dict_path), kws=str(kws_path),
+            kws_plp=params.plp, beam=params.beam, kws_delay=params.delay_frames,
+            cmn="live", loglevel="ERROR", **params.extra,
+        )
+    decoder.set_cmn(params.seed_cmn)
+    return decoder
+
+
+# -- gating ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPiece:
+    """Audio of one channel for the spotter: `final` closes the speech region."""
+
+    offset: int
+    pcm: np.ndarray
+    final: bool = False
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm)
+
+
+class KwsGate:
+    """Chooses which audio of one channel reaches the spotter: speech, plus context.
+
+    Runs beside the CallAnalyzer, in the hub process, so silence is never even shipped to a
+    worker. `speaking` is the channel's speech state after the chunk was analysed
+    (`gate.speaking or gate.pending_start is not None`). Because the VAD decides ~0.1 s after
+    speech starts, `preroll_s` of the audio before the gate opened is sent with the first piece;
+    the gate's own 0.3 s hangover supplies the tail. Pieces are batched to `batch_s` to keep
+    inter-process messages few. Offsets pass through untouched, so timing stays exact.
+    """
+
+    def __init__(self, sample_rate: int, preroll_s: float = 0.5, batch_s: float = 0.25) -> None:
+        self.sample_rate = sample_rate
+        self._preroll = int(preroll_s * sample_rate)
+        self._batch = int(batch_s * sample_rate)
+        self._buf: list[np.ndarray] = []
+        self._buf_start = 0
+        self._buf_len = 0
+        self._next: int | None = None
+        self.open = False
+
+    def push(self, offset: int, pcm: np.ndarray, speaking: bool) -> list[AudioPiece]:
+        out: list[AudioPiece] = []
+        if self._next is not None and offset < self._next:  # overlap: drop what we have seen
+            pcm = pcm[self._next - offset :]
+            offset = self._next
+        if self._next is not None and offset > self._next:  # a gap in the audio
+            out += self.flush()
+            self._buf, self._buf_len = [], 0
+        if not self._buf_len:
+            self._buf_start = offset
+        self._buf.append(pcm)
+        self._buf_len += len(pcm)
+        self._next = offset + len(pcm)
+        if speaking:
+            self.open = True
+            if self._buf_len >= self._batch:
+                out.append(self._take(final=False))
+        elif self.open:
+            out.append(self._take(final=True))
+            self.open = False
+        elif self._buf_len > self._preroll:  # keep only the pre-roll while quiet
+            joined = np.concatenate(self._buf)[-self._preroll :]
+            self._buf, self._buf_start = [joined], self._next - len(joined)
+            self._buf_len = len(joined)
+        return out
+
+    def flush(self) -> list[AudioPiece]:
+        """The call ended or its audio broke off: close an open region."""
+        if not self.open:
+            return []
+        self.open = False
+        return [self._take(final=True)]
+
+    def _take(self, final: bool) -> AudioPiece:
+        pcm = np.concatenate(self._buf) if self._buf else np.zeros(0, np.int16)
+        piece = AudioPiece(self._buf_start, pcm, final)
+        self._buf, self._buf_len, self._buf_start = [], 0, self._buf_start + len(pcm)
+        return piece
