@@ -15,6 +15,11 @@ from agent_client.stream import SourceError, read_transcript, read_wav, stream_c
 log = logging.getLogger("floorwatch.agent_client")
 
 
+def _ingest_urls(hubs: str) -> list[str]:
+    """A comma-separated list of hubs of one floor, each as accepted by `_ingest_url`."""
+    return [_ingest_url(h.strip()) for h in hubs.split(",") if h.strip()]
+
+
 def _ingest_url(hub: str) -> str:
     """Accept `http://host:port`, `ws://host:port` or a full `/ingest/v1` URL."""
     url = hub.rstrip("/")
@@ -30,7 +35,7 @@ def _ingest_url(hub: str) -> str:
 async def _stream(args: argparse.Namespace) -> int:
     pcm, rate = read_wav(args.wav)
     transcript = read_transcript(args.transcript) if args.transcript else None
-    conn = HubConnection(_ingest_url(args.hub), args.agent, args.token)
+    conn = HubConnection(_ingest_urls(args.hub), args.agent, args.token)
     conn.start()
     try:
         await conn.wait_connected(timeout=args.connect_timeout)
@@ -56,7 +61,7 @@ async def _stream(args: argparse.Namespace) -> int:
 async def _simulate(args: argparse.Namespace) -> int:
     from agent_client.simulate import simulate_floor
 
-    await simulate_floor(_ingest_url(args.hub), args.agents, token=args.token,
+    await simulate_floor(_ingest_urls(args.hub), args.agents, token=args.token,
                          tokens_file=args.tokens, seed=args.seed, rate=args.rate,
                          duration_s=args.duration)
     return 0
@@ -65,7 +70,7 @@ async def _simulate(args: argparse.Namespace) -> int:
 async def _live(args: argparse.Namespace) -> int:
     from agent_client.live import stream_devices
 
-    conn = HubConnection(_ingest_url(args.hub), args.agent, args.token)
+    conn = HubConnection(_ingest_urls(args.hub), args.agent, args.token)
     conn.start()
     try:
         await conn.wait_connected(timeout=args.connect_timeout)
@@ -83,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def connection_args(p: argparse.ArgumentParser, agent: bool = True) -> None:
-        p.add_argument("--hub", required=True, help="hub URL, e.g. http://127.0.0.1:8740")
+        p.add_argument("--hub", required=True,
+                       help="hub URL, e.g. http://127.0.0.1:8740; several hubs of one floor "
+                            "comma-separated (tried in turn after a failure)")
         if agent:
             p.add_argument("--agent", required=True, help="agent id")
             p.add_argument("--token", default=os.environ.get("FLOORWATCH_AGENT_TOKEN"),

@@ -39,10 +39,14 @@ def utc_now_iso() -> str:
 
 
 class HubConnection:
-    def __init__(self, url: str, agent_id: str, token: str, *, client: str = "floorwatch-agent",
+    def __init__(self, url: str | list[str], agent_id: str, token: str, *,
+                 client: str = "floorwatch-agent",
                  min_backoff_s: float = 0.2, max_backoff_s: float = 5.0,
                  ping_interval_s: float = 5.0) -> None:
-        self.url = url
+        # several hubs of one floor: after a failure the next one is tried (a dead hub's agents
+        # move to the others); behind a load balancer, give just the balancer's URL
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._url_index = 0
         self.agent_id = agent_id
         self._token = token
         self._client = client
@@ -61,6 +65,10 @@ class HubConnection:
         self.audio_sent = 0
         self.audio_dropped = 0
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+
+    @property
+    def url(self) -> str:
+        return self.urls[self._url_index]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -183,6 +191,7 @@ class HubConnection:
             finally:
                 self._ws = None
                 self.connected.clear()
+            self._url_index = (self._url_index + 1) % len(self.urls)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self._max_backoff)
 

@@ -56,7 +56,8 @@ class Voices:
         return rng.choice(self._customers)
 
 
-async def simulate_floor(url: str, agents: int, *, tokens: Mapping[str, str] | None = None,
+async def simulate_floor(url: str | list[str],
+                         agents: int, *, tokens: Mapping[str, str] | None = None,
                          token: str | None = None, tokens_file: Path | None = None,
                          seed: int = 1, rate: int = 8000,
                          duration_s: float | None = None) -> None:
@@ -89,7 +90,8 @@ async def simulate_floor(url: str, agents: int, *, tokens: Mapping[str, str] | N
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_agent(url: str, agent_id: str, token: str, rng: random.Random, voices: Voices,
+async def run_agent(url: str | list[str],
+                    agent_id: str, token: str, rng: random.Random, voices: Voices,
                     index: int) -> None:
     conn = HubConnection(url, agent_id, token, client="floorwatch-simulator")
     conn.start()

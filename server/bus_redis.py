@@ -399,3 +399,21 @@ class RedisBus:
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def publish_rows(url: str, prefix: str, changes: list[tuple[str, dict[str, Any], bool]]) -> None:
+    """Share account changes made outside a running hub (the admin commands) with every hub."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    with client.pipeline(transaction=False) as pipe:
+        for table, row, deleted in changes:
+            key = "|".join(str(row[c]) for c in REPLICATED[table])
+            if deleted:
+                pipe.hdel(f"{prefix}rows:{table}", key)
+            else:
+                pipe.hset(f"{prefix}rows:{table}", key, json.dumps(row))
+            pipe.xadd(f"{prefix}events", {"o": "cli", "k": "row", "d": json.dumps(
+                {"table": table, "row": row, "deleted": deleted})})
+        pipe.execute()
+    client.close()

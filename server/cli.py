@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from server.config import ConfigError, Settings, load_settings
@@ -18,12 +20,32 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, key, None)
         if value is not None:
             server[key] = str(value) if key == "data_dir" else value
-    return load_settings(args.config, os.environ, server=server)
+    redis_url = getattr(args, "serve_redis", None) or args.redis
+    redis = {"url": redis_url} if redis_url else {}
+    return load_settings(args.config, os.environ, server=server, redis=redis)
 
 
-def _store(args: argparse.Namespace) -> Store:
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Store]:
+    """The hub's store; with Redis configured, account changes are shared with every hub."""
     settings = _settings(args)
-    return Store(settings.server.data_dir / "floorwatch.db")
+    store = Store(settings.server.data_dir / "floorwatch.db")
+    changes: list[tuple[str, dict, bool]] = []
+    store.on_row_change(lambda table, row, deleted: changes.append((table, row, deleted)))
+    try:
+        yield store
+    finally:
+        store.close()
+    if changes and settings.redis.url:
+        from redis.exceptions import RedisError
+
+        from server.bus_redis import publish_rows
+
+        try:
+            publish_rows(settings.redis.url, settings.redis.key_prefix, changes)
+        except (RedisError, OSError) as exc:
+            raise SystemExit(
+                f"floorwatch: saved here, but not shared through Redis: {exc}") from None
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -50,34 +72,39 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_add_user(args: argparse.Namespace) -> None:
-    store = _store(args)
-    user = store.add_user(args.username, _password(args), args.role, args.name or "")
+    password = _password(args)
+    with _store(args) as store:
+        user = store.add_user(args.username, password, args.role, args.name or "")
     print(f"created {user.role} {user.username}")
 
 
 def cmd_set_password(args: argparse.Namespace) -> None:
-    _store(args).set_password(args.username, _password(args))
+    password = _password(args)
+    with _store(args) as store:
+        store.set_password(args.username, password)
     print(f"password of {args.username} changed")
 
 
 def cmd_add_agent(args: argparse.Namespace) -> None:
-    token = _store(args).add_agent(args.agent_id, args.name or args.agent_id, args.team)
+    with _store(args) as store:
+        token = store.add_agent(args.agent_id, args.name or args.agent_id, args.team)
     print(f"agent {args.agent_id} (team {args.team}); its token, shown once:")
     print(token)
 
 
 def cmd_add_api_token(args: argparse.Namespace) -> None:
-    token = _store(args).add_api_token(args.name)
+    with _store(args) as store:
+        token = store.add_api_token(args.name)
     print(f"API token {args.name!r}, shown once (use as 'Authorization: Bearer <token>'):")
     print(token)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    store = _store(args)
-    for user in store.users():
-        print(f"user   {user.username:<20} {user.role:<11} {user.display_name}")
-    for agent in store.agents():
-        print(f"agent  {agent.agent_id:<20} {agent.team:<11} {agent.name}")
+    with _store(args) as store:
+        for user in store.users():
+            print(f"user   {user.username:<20} {user.role:<11} {user.display_name}")
+        for agent in store.agents():
+            print(f"agent  {agent.agent_id:<20} {agent.team:<11} {agent.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=os.environ.get("FLOORWATCH_CONFIG"),
                         help="TOML configuration file (default: $FLOORWATCH_CONFIG)")
     parser.add_argument("--data-dir", type=Path, help="overrides server.data_dir")
+    parser.add_argument("--redis", metavar="URL",
+                        help="share the floor through Redis (overrides redis.url)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the hub")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--redis", dest="serve_redis", metavar="URL",
+                       help="several hubs serve one floor through this Redis")
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="hub + a simulated floor, no other service needed")

@@ -1,0 +1,211 @@
+"""Several hub processes share one floor through a real Redis (started by the test, so it can
+be killed and restarted): agents on hub A, a wall on hub B; hub A dies mid-call; Redis restarts.
+
+Nothing accepted is lost or duplicated: every status event is stored once on the surviving hub,
+every alert reaches the wall and the API of every hub, including alerts raised while Redis was
+away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from conftest import SUPERVISOR, WallClient, free_port, need
+
+from agent_client.connection import HubConnection
+from server.ingest_protocol import encode_audio
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
+                              capture_output=True, text=True).stdout.strip() == "PONG":
+                return
+            subprocess.run(["sleep", "0.05"])
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+class HubProcess:
+    def __init__(self, name: str, root: Path, redis_url: str) -> None:
+        self.name = name
+        self.data_dir = root / name
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def admin(self, *args: str, stdin: str = "") -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "server.cli", "--data-dir", str(self.data_dir), "--redis",
+             self.redis_url, *args], input=stdin, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    async def start(self) -> None:
+        env = {**os.environ, "FLOORWATCH_SERVER__DATA_DIR": str(self.data_dir),
+               "FLOORWATCH_SERVER__PORT": str(self.port), "FLOORWATCH_REDIS__HUB_ID": self.name,
+               "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100"}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "serve", "--redis", self.redis_url, env=env,
+            stderr=open(self.data_dir.parent / f"{self.name}.log", "ab"))  # noqa: SIM115
+        async with aiohttp.ClientSession() as http, asyncio.timeout(20):
+            while True:
+                try:
+                    async with http.get(f"{self.url}/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+
+    async def health(self) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as r:
+            return (await r.json())["status"]
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            await self.proc.wait()
+
+    def status_rows(self, agent_id: str) -> list[tuple[int, str]]:
+        db = sqlite3.connect(self.data_dir / "floorwatch.db")
+        try:
+            return db.execute("SELECT seq, state FROM status_events WHERE agent_id=? "
+                              "ORDER BY seq", (agent_id,)).fetchall()
+        finally:
+            db.close()
+
+
+@pytest.fixture
+async def floor(tmp_path):
+    need(shutil.which("redis-server") is not None, "redis-server not installed")
+    redis = RedisServer(tmp_path)
+    redis.start()
+    hubs = {name: HubProcess(name, tmp_path, redis.url) for name in ("A", "B", "C")}
+    a = hubs["A"]
+    a.data_dir.mkdir()
+    a.admin("add-supervisor", SUPERVISOR[0], "--password-stdin", stdin=SUPERVISOR[1] + "\n")
+    tokens = {agent: a.admin("add-agent", agent, "--team", "Sales").splitlines()[-1]
+              for agent in ("a1", "a2")}
+    yield redis, hubs, tokens
+    for hub in hubs.values():
+        await hub.stop(signal.SIGKILL)
+    redis.stop()
+
+
+async def test_hub_failover_and_redis_restart_lose_nothing(floor):
+    redis, hubs, tokens = floor
+    hub_a, hub_b, hub_c = hubs["A"], hubs["B"], hubs["C"]
+    await hub_a.start()
+    await hub_b.start()  # B has never seen an account: it learns them through Redis
+    wall = WallClient(hub_b.url)
+    conn = HubConnection([f"ws://127.0.0.1:{h.port}/ingest/v1" for h in (hub_a, hub_b)],
+                         "a1", tokens["a1"], max_backoff_s=0.3)
+    sent: list[str] = []
+
+    async def status(state: str, **extra) -> None:
+        sent.append(state)
+        await conn.send_status(state, **extra)
+
+    try:
+        await wall.login()
+        await wall.connect()
+        conn.start()
+        await conn.wait_connected(timeout=10)
+        assert conn.url.endswith(f":{hub_a.port}/ingest/v1")
+        await status("logged_in")
+        await status("on_call", call={"id": "c-fail", "direction": "inbound", "customer": "",
+                                      "sample_rate": 8000})
+        await conn.send_transcript("c-fail", 1.0, "agent", "this plan has guaranteed returns")
+        sent.append("transcript")
+        # the wall on hub B sees hub A's agent and alert
+        await wall.wait_for(lambda w: w.tiles.get("a1", {}).get("state") == "on_call")
+        await wall.wait_for(lambda w: any(a["kind"] == "keyword" for a in w.alerts.values()))
+
+        silence = np.zeros((800, 2), np.int16)
+        for i in range(60):  # 6 s of silent call audio: a dead-air alert, hub A dies meanwhile
+            await conn.send_audio(encode_audio(i, i * 800, silence))
+            if i % 10 == 3:
+                await status("hold" if i % 20 == 3 else "on_call")
+            if i == 25:
+                await hub_a.stop(signal.SIGKILL)
+            await asyncio.sleep(0.05)
+        await conn.wait_connected(timeout=10)
+        assert conn.url.endswith(f":{hub_b.port}/ingest/v1")
+        await status("wrap_up")
+        assert await conn.drain(timeout=10)
+        await wall.wait_for(lambda w: w.tiles["a1"]["state"] == "wrap_up"
+                            and w.tiles["a1"]["connected"])
+
+        # Redis goes away: hub B serves alone, and an alert raised meanwhile is not lost
+        redis.stop()
+        async with asyncio.timeout(10):
+            while await hub_b.health() != "degraded":
+                await asyncio.sleep(0.1)
+        second = HubConnection(f"ws://127.0.0.1:{hub_b.port}/ingest/v1", "a2", tokens["a2"])
+        second.start()
+        await second.wait_connected(timeout=10)
+        await second.send_status("on_call", call={"id": "c-alone", "direction": "outbound",
+                                                  "customer": "", "sample_rate": 8000})
+        await second.send_transcript("c-alone", 2.0, "agent", "you are an idiot")
+        assert await second.drain(timeout=5)
+        await wall.wait_for(lambda w: any(a["call_id"] == "c-alone" for a in w.alerts.values()))
+        redis.start()  # empty: it kept nothing
+        async with asyncio.timeout(15):
+            while await hub_b.health() != "ok":
+                await asyncio.sleep(0.1)
+        # a hub started now learns the whole floor, both alerts included, from Redis alone
+        await hub_c.start()
+        late = WallClient(hub_c.url)
+        try:
+            await late.login()
+            await late.connect()
+            await late.wait_for(lambda w: {a["call_id"] for a in w.alerts.values()}
+                                >= {"c-fail", "c-alone"}, timeout=10)
+            await late.wait_for(lambda w: {"a1", "a2"} <= set(w.tiles))
+        finally:
+            await late.close()
+        await second.close()
+    finally:
+        await conn.close()
+        await wall.close()
+
+    # every status event of a1 is on hub B exactly once, in order
+    await hub_b.stop()
+    rows = hub_b.status_rows("a1")
+    assert [seq for seq, _ in rows] == list(range(1, len(sent) + 1))
+    assert [state for _, state in rows] == sent
