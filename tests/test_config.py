@@ -27,13 +27,14 @@ def test_the_example_file_states_every_default():
     assert example.server == defaults.server
     assert example.auth == defaults.auth
     assert example.walls == defaults.walls
+    assert example.redis == defaults.redis
     assert example.analysis == defaults.analysis
 
 
 def test_every_setting_is_documented():
     doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     settings = Settings()
-    for section in ("server", "auth", "walls", "analysis"):
+    for section in ("server", "auth", "walls", "redis", "analysis"):
         for name in vars(type(getattr(settings, section)))["__dataclass_fields__"]:
             assert f"`{section}.{name}`" in doc, f"{section}.{name} missing from the docs"
 
@@ -78,6 +79,7 @@ def test_teams_override_analysis_and_fall_back_to_the_default(tmp_path):
          "analysis.rule_packs: unknown rule pack builtin:nope"),
         ("[teams.x]\novertalk_s = 0\n", "teams.x.overtalk_s: must be > 0"),
         ("[walls]\nqueue_size = 2\n", "walls.queue_size: must be >= 8, got 2"),
+        ("[redis]\nurl = 'localhost'\n", "redis.url: expected redis://host:port/db"),
         ("[server\n", "config file"),
     ],
 )
