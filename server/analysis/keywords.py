@@ -45,6 +45,7 @@ class Rule:
     speaker: Speaker | None  # None: either party
     regex: re.Pattern[str]
     pack: str
+    phrases: tuple[str, ...] = ()  # as written in the pack (audio keyword spotting uses them)
 
     def find(self, normalised_text: str) -> str | None:
         m = self.regex.search(normalised_text)
@@ -117,6 +118,7 @@ def _parse_rule(raw: dict, pack_id: str, where: str) -> Rule:
         speaker=None if speaker_raw == "any" else Speaker(speaker_raw),
         regex=re.compile("|".join(parts), re.IGNORECASE),
         pack=pack_id,
+        phrases=tuple(str(p) for p in phrases if str(p).strip()),
     )
 
 

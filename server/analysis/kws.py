@@ -164,16 +164,20 @@ def _note_once(message: str) -> None:
 
 
 class Lexicon:
-    """The bundled CMU dictionary, read once per process (only the words used reach a decoder)."""
+    """The bundled CMU dictionary, read once per process (only the words used reach a decoder).
+
+    kws search uses one pronunciation per dictionary word, so a phrase with alternative
+    pronunciations ("your": Y AO R / Y UH R) is spotted as up to `max_variants` variant phrases
+    whose words are written into the decoder's own small dictionary as `your`, `your__2` ...
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._prons: dict[str, str] = {}
+        self._prons: dict[str, list[str]] = {}
         with path.open(encoding="utf-8") as f:
             for line in f:
                 word, _, phones = line.strip().partition(" ")
-                if "(" not in word:  # kws uses each word's first pronunciation only
-                    self._prons[word] = phones.strip()
+                self._prons.setdefault(word.split("(")[0], []).append(phones.strip())
 
     @classmethod
     @functools.cache
@@ -183,13 +187,28 @@ class Lexicon:
         return cls(Path(get_model_path("en-us/cmudict-en-us.dict")))
 
     def pron(self, word: str) -> str | None:
-        return self._prons.get(word)
+        prons = self._prons.get(word)
+        return prons[0] if prons else None
 
     def syllables(self, text: str) -> int:
         return sum(p in _VOWELS for w in text.split() for p in (self.pron(w) or "").split())
 
-    def entries(self, words: Iterable[str]) -> str:
-        return "".join(f"{w} {self._prons[w]}\n" for w in sorted(set(words)))
+    def variants(self, text: str, max_variants: int) -> list[str]:
+        """`text` with its words replaced by variant names, main pronunciations first."""
+        choices = [[w] + [f"{w}__{i}" for i in range(2, len(self._prons[w]) + 1)]
+                   for w in text.split()]
+        combos = [()]
+        for options in choices:
+            combos = [(*c, o) for c in combos for o in options]
+        combos.sort(key=lambda c: sum("__" in w for w in c))
+        return [" ".join(c) for c in combos[:max_variants]]
+
+    def entries(self, variant_words: Iterable[str]) -> str:
+        lines = []
+        for name in sorted(set(variant_words)):
+            word, _, n = name.partition("__")
+            lines.append(f"{name} {self._prons[word][int(n or 1) - 1]}\n")
+        return "".join(lines)
 
 
 # -- audio -----------------------------------------------------------------------------------
@@ -243,6 +262,7 @@ class SpotterParams:
     beam: float = 1e-80
     delay_frames: int = 10  # pocketsphinx waits this long for a better score before reporting
     seed_cmn: str = SEED_CMN
+    max_variants: int = 4  # pronunciation variants spotted per phrase
     tail_s: float = 0.15  # silence appended when a region ends, to flush the last detection
     max_utterance_s: float = 30.0  # ungated audio is cut into utterances this long ...
     overlap_s: float = 3.0  # ... re-decoding this much, so a phrase across the cut is found
@@ -261,9 +281,10 @@ class KeywordSpotter:
             raise ValueError("no keyphrases to spot")
         self.sample_rate = sample_rate
         self.params = params or SpotterParams()
-        self._rules = {k.text: k.rule_id for k in keyphrases}
-        self._min_score = {k.text: math.log10(k.threshold) for k in keyphrases}
-        self._decoder = _build_decoder(tuple(keyphrases), self.params)
+        lexicon = Lexicon.default()
+        self._variants = {v: k for k in keyphrases
+                          for v in lexicon.variants(k.text, self.params.max_variants)}
+        self._decoder = _build_decoder(self._variants, self.params)
         self._logmath = self._decoder.get_logmath()
         self._upsampler = Upsampler2x() if sample_rate == 8000 else None
         self._delay = Upsampler2x.DELAY if self._upsampler else 0
@@ -349,15 +370,16 @@ class KeywordSpotter:
         out = []
         for seg in self._decoder.seg():
             key = (seg.word.strip(), seg.start_frame)
+            phrase = self._variants[key[0]]
             score = self._score(seg.prob)
             # a detection can still improve after it is first reported: the threshold decides
-            if key in self._reported or score < self._min_score[key[0]]:
+            if key in self._reported or score < math.log10(phrase.threshold):
                 continue
             self._reported.add(key)
             start = (self._origin + seg.start_frame * self._hop - self._delay) / self.sample_rate
             end = (self._origin + seg.end_frame * self._hop - self._delay) / self.sample_rate
-            spot = Spotted(round(max(start, 0.0), 3), round(end, 3), key[0],
-                           self._rules[key[0]], round(score, 1))
+            spot = Spotted(round(max(start, 0.0), 3), round(end, 3), phrase.text,
+                           phrase.rule_id, round(score, 1))
             if self.params.dedupe and self._is_repeat(spot):
                 continue
             out.append(spot)
@@ -379,17 +401,16 @@ class KeywordSpotter:
         return self._logmath.log_to_log10((raw + _KWS_MAX) << _SENSCR_SHIFT)
 
 
-def _build_decoder(keyphrases: tuple[Keyphrase, ...], params: SpotterParams):
+def _build_decoder(variants: dict[str, Keyphrase], params: SpotterParams):
     """A kws decoder with a dictionary of just the words used (16 ms and ~6 MB, not 0.2 s and
     ~30 MB with the full dictionary)."""
     from pocketsphinx import Decoder, get_model_path
 
-    lexicon = Lexicon.default()
-    words = {w for k in keyphrases for w in k.text.split()}
+    words = {w for v in variants for w in v.split()}
     with tempfile.TemporaryDirectory(prefix="floorwatch-kws-") as tmp:
         dict_path, kws_path = Path(tmp, "words.dict"), Path(tmp, "phrases.kws")
-        dict_path.write_text(lexicon.entries(words), encoding="ascii")
-        kws_path.write_text("".join(f"{k.text} /{k.threshold:.0e}/\n" for k in keyphrases),
+        dict_path.write_text(Lexicon.default().entries(words), encoding="ascii")
+        kws_path.write_text("".join(f"{v} /{k.threshold:.0e}/\n" for v, k in variants.items()),
                             encoding="ascii")
         decoder = Decoder(
             hmm=get_model_path("en-us/en-us"), dict=str(dict_path), kws=str(kws_path),
