@@ -66,8 +66,9 @@ class Call:
 
 class AgentLive:
     def __init__(self, agent_id: str, name: str, team: str, profile: TeamProfile, bus: Bus,
-                 scorer_factory: ScorerFactory = webrtc_scorer) -> None:
+                 scorer_factory: ScorerFactory = webrtc_scorer, hub_id: str = "") -> None:
         self.agent_id = agent_id
+        self.hub_id = hub_id
         self.name = name
         self.team = team
         self.profile = profile
@@ -86,7 +87,7 @@ class AgentLive:
     def set_connected(self, connected: bool) -> None:
         self.connected = connected
         if self.state is not AgentState.LOGGED_OUT:
-            self._tile(connected=connected)
+            self._tile(connected=connected, hub=self.hub_id if connected else None)
 
     # -- status -------------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class AgentLive:
         fields: dict[str, Any] = {
             "name": self.name, "team": self.team, "state": status.state.value,
             "state_since": iso(status.at), "reason": status.reason,
-            "connected": self.connected,
+            "connected": self.connected, "hub": self.hub_id if self.connected else None,
         }
         if previous is AgentState.LOGGED_OUT or self.call is None:
             fields.update(self._call_fields())

@@ -51,6 +51,8 @@ from server.store import REPLICATED, Store
 log = logging.getLogger("floorwatch.bus")
 
 ALERT_KEEP_S = 24 * 3600
+HEARTBEAT_S = 1.0
+HUB_TTL_S = 4
 _MAX_SEQ = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
@@ -100,7 +102,9 @@ class RedisBus:
                  stream_maxlen: int = 100_000,
                  tile_of: Callable[[str], dict[str, Any] | None] = lambda _a: None,
                  owned: Callable[[], Collection[str]] = tuple,
-                 unacked_alerts: Callable[[], Iterable[Alert]] = tuple) -> None:
+                 unacked_alerts: Callable[[], Iterable[Alert]] = tuple,
+                 hubs_seen: Callable[[], Collection[str]] = tuple,
+                 on_hub_gone: Callable[[str], None] = lambda _h: None) -> None:
         self.url = url
         self.id = hub_id or uuid.uuid4().hex[:12]
         self._p = prefix
@@ -109,6 +113,8 @@ class RedisBus:
         self._tile_of = tile_of
         self._owned = owned
         self._unacked_alerts = unacked_alerts
+        self._hubs_seen = hubs_seen
+        self._on_hub_gone = on_hub_gone
         self._redis = aioredis.from_url(url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=2, health_check_interval=10)
         self._handlers: list[Handler] = []
@@ -174,7 +180,8 @@ class RedisBus:
             log.warning("redis at %s unreachable at start (%s); serving alone until it is back",
                         self.url, exc)
         self._tasks = [asyncio.create_task(self._write_forever(), name="redis-bus-writer"),
-                       asyncio.create_task(self._read_forever(), name="redis-bus-reader")]
+                       asyncio.create_task(self._read_forever(), name="redis-bus-reader"),
+                       asyncio.create_task(self._beat_forever(), name="redis-bus-heartbeat")]
 
     async def close(self) -> None:
         # redis-py may turn a cancellation inside a command into a connection error, which the
@@ -317,6 +324,32 @@ class RedisBus:
                 handler(event)
             except Exception:
                 log.exception("bus subscriber failed on %s", type(event).__name__)
+
+    # -- liveness of the other hubs ----------------------------------------------------------
+
+    async def _beat_forever(self) -> None:
+        """Say we are alive; notice hubs that stopped saying so (killed, cut off).
+
+        A dead hub's agents show as disconnected until they reconnect to a live hub; their
+        tiles, calls and alerts stay."""
+        while not self._closing:
+            await asyncio.sleep(HEARTBEAT_S)
+            if not self._healthy:
+                continue
+            try:
+                await self._redis.set(f"{self._p}hub:{self.id}", "1", ex=HUB_TTL_S)
+                others = [h for h in self._hubs_seen() if h and h != self.id]
+                if others:
+                    alive = await self._redis.mget([f"{self._p}hub:{h}" for h in others])
+                    for hub_id, beat in zip(others, alive, strict=True):
+                        if beat is None:
+                            log.warning("hub %s stopped beating; its agents are shown "
+                                        "disconnected until they reconnect", hub_id)
+                            self._on_hub_gone(hub_id)
+            except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
+                self._set_unhealthy(exc)
 
     # -- (re)connecting -------------------------------------------------------------------
 

@@ -83,6 +83,16 @@ class Floor:
     def _apply_alerts(self, agent_id: str, tile: dict[str, Any]) -> None:
         tile.update(self._alert_fields(agent_id))
 
+    def hubs(self) -> set[str]:
+        """The hubs serving the agents on this floor (several with a Redis bus)."""
+        return {t["hub"] for t in self.tiles.values() if t.get("hub")}
+
+    def hub_gone(self, hub_id: str) -> None:
+        """A hub stopped: its agents are disconnected until they reconnect to another one."""
+        for agent_id, tile in self.tiles.items():
+            if tile.get("hub") == hub_id:
+                self._merge(agent_id, {"connected": False, "hub": None})
+
     def unacked_alerts(self) -> list[Alert]:
         return [a for per_agent in self._unacked.values() for a in per_agent.values()]
 
@@ -136,4 +146,5 @@ _EMPTY_TILE: dict[str, Any] = {
     "alert": None,
     "severity": None,
     "connected": False,
+    "hub": None,
 }

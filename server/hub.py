@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,7 @@ class Hub:
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  scorer_factory: ScorerFactory = webrtc_scorer) -> None:
         self.settings = settings
+        self.id = settings.redis.hub_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.store = Store(settings.server.data_dir / "floorwatch.db")
         self.walls = WallHub(settings.walls.queue_size)
         self.floor = Floor(self.store, self.walls)
@@ -78,9 +81,10 @@ class Hub:
             return LocalBus()
         from server.bus_redis import RedisBus
 
-        return RedisBus(redis.url, self.store, prefix=redis.key_prefix, hub_id=redis.hub_id,
+        return RedisBus(redis.url, self.store, prefix=redis.key_prefix, hub_id=self.id,
                         stream_maxlen=redis.stream_maxlen, tile_of=self.floor.tiles.get,
-                        owned=self.connections.keys, unacked_alerts=self.floor.unacked_alerts)
+                        owned=self.connections.keys, unacked_alerts=self.floor.unacked_alerts,
+                        hubs_seen=self.floor.hubs, on_hub_gone=self.floor.hub_gone)
 
     @property
     def shared(self) -> bool:
@@ -96,7 +100,7 @@ class Hub:
         if live is None:
             profile = self.settings.team(account.team)
             live = AgentLive(account.agent_id, account.name, account.team, profile, self.bus,
-                             self.scorer_factory)
+                             self.scorer_factory, hub_id=self.id)
             self.agents[account.agent_id] = live
             latest = self.store.latest_status(account.agent_id)
             if latest is not None and latest[1].get("state") != "logged_out":

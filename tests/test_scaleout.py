@@ -120,7 +120,7 @@ async def floor(tmp_path):
     a.data_dir.mkdir()
     a.admin("add-supervisor", SUPERVISOR[0], "--password-stdin", stdin=SUPERVISOR[1] + "\n")
     tokens = {agent: a.admin("add-agent", agent, "--team", "Sales").splitlines()[-1]
-              for agent in ("a1", "a2")}
+              for agent in ("a1", "a2", "a3")}
     yield redis, hubs, tokens
     for hub in hubs.values():
         await hub.stop(signal.SIGKILL)
@@ -147,6 +147,11 @@ async def test_hub_failover_and_redis_restart_lose_nothing(floor):
         conn.start()
         await conn.wait_connected(timeout=10)
         assert conn.url.endswith(f":{hub_a.port}/ingest/v1")
+        # a desktop that knows only hub A: when A dies it cannot move
+        stranded = HubConnection(f"ws://127.0.0.1:{hub_a.port}/ingest/v1", "a3", tokens["a3"])
+        stranded.start()
+        await stranded.wait_connected(timeout=10)
+        await stranded.send_status("ready")
         await status("logged_in")
         await status("on_call", call={"id": "c-fail", "direction": "inbound", "customer": "",
                                       "sample_rate": 8000})
@@ -155,6 +160,7 @@ async def test_hub_failover_and_redis_restart_lose_nothing(floor):
         # the wall on hub B sees hub A's agent and alert
         await wall.wait_for(lambda w: w.tiles.get("a1", {}).get("state") == "on_call")
         await wall.wait_for(lambda w: any(a["kind"] == "keyword" for a in w.alerts.values()))
+        assert wall.tiles["a1"]["hub"] == "A"
 
         silence = np.zeros((800, 2), np.int16)
         for i in range(60):  # 6 s of silent call audio: a dead-air alert, hub A dies meanwhile
@@ -166,10 +172,14 @@ async def test_hub_failover_and_redis_restart_lose_nothing(floor):
             await asyncio.sleep(0.05)
         await conn.wait_connected(timeout=10)
         assert conn.url.endswith(f":{hub_b.port}/ingest/v1")
+        # hub A stopped beating: its stranded agent is shown disconnected, tile kept
+        await wall.wait_for(lambda w: w.tiles["a3"]["connected"] is False, timeout=10)
+        assert wall.tiles["a3"]["state"] == "ready"
+        await stranded.close()
         await status("wrap_up")
         assert await conn.drain(timeout=10)
         await wall.wait_for(lambda w: w.tiles["a1"]["state"] == "wrap_up"
-                            and w.tiles["a1"]["connected"])
+                            and w.tiles["a1"]["connected"] and w.tiles["a1"]["hub"] == "B")
 
         # Redis goes away: hub B serves alone, and an alert raised meanwhile is not lost
         redis.stop()
