@@ -80,9 +80,11 @@ class HubProcess:
         env = {**os.environ, "FLOORWATCH_SERVER__DATA_DIR": str(self.data_dir),
                "FLOORWATCH_SERVER__PORT": str(self.port), "FLOORWATCH_REDIS__HUB_ID": self.name,
                "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100"}
+        log = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.cli", "serve", "--redis", self.redis_url, env=env,
-            stderr=open(self.data_dir.parent / f"{self.name}.log", "ab"))  # noqa: SIM115
+            stderr=log)
+        log.close()  # the child has its own copy
         async with aiohttp.ClientSession() as http, asyncio.timeout(20):
             while True:
                 try:
