@@ -108,7 +108,7 @@ async def run_agent(url: str | list[str],
             _, state, extra, dwell = step
             await conn.send_status(state, **extra)
             if warmup > 0 or state == "logged_in":
-                dwell = min(dwell, rng.uniform(0.5, 6))
+                dwell = min(dwell, rng.uniform(0.5, 15))  # staggered, so calls do not align
             warmup -= 1
             await asyncio.sleep(dwell)
     finally:

@@ -49,19 +49,21 @@ log = logging.getLogger("floorwatch.kws")
 #: --seed-cmn, a mix of espeak-ng en-us/en-gb and the pocketsphinx-testdata recordings).
 SEED_CMN = "51.81,-0.56,-3.71,14.70,-6.98,-1.10,-3.31,-11.57,-0.34,-7.85,3.89,-3.33,-3.27"
 
-#: Per-phrase thresholds (ratio of keyphrase to phone-loop likelihood) chosen with
-#: bench/kws_accuracy.py; see docs/kws.md for the evidence. Phrases not listed get
-#: `default_threshold(syllables)`.
-TUNED_THRESHOLDS: dict[str, float] = {}
+#: Per-phrase thresholds, as log10 of the ratio of keyphrase to phone-loop likelihood, per
+#: sample rate (8 kHz audio upsampled scores lower than wideband audio). Chosen with
+#: bench/kws_accuracy.py --tune; the evidence is in docs/kws.md. Phrases not listed get
+#: `default_exponent(syllables)`.
+TUNED_THRESHOLDS: dict[int, dict[str, float]] = {8000: {}, 16000: {}}
 
 _VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 _KWS_MAX = 1500  # pocketsphinx kws_search.c: detection prob = score difference - KWS_MAX
 _SENSCR_SHIFT = 10  # pocketsphinx: senone scores are logmath values >> 10
 
 
-def default_threshold(syllables: int) -> float:
-    """Threshold for an untuned phrase: longer phrases can afford a stricter ratio."""
-    return 10.0 ** -max(5, 40 - 5 * syllables)
+def default_exponent(syllables: int) -> float:
+    """log10 threshold for an untuned phrase. Short phrases of common words ("you can't lose")
+    reach +40 on keyword-free speech, phrases of 6+ syllables rarely pass 0 (docs/kws.md)."""
+    return float(max(10, 40 - 4 * (syllables - 3)))
 
 
 # -- keyphrases from rule packs -------------------------------------------------------------
@@ -117,16 +119,19 @@ def keyphrases_from_packs(sources: Iterable[str | Path], **kwargs: object) -> li
 def keyphrases_from_rules(
     rules: Iterable[HasPhrases],
     *,
+    sample_rate: int = 16000,
     min_syllables: int = 3,
     thresholds: dict[str, float] | None = None,
 ) -> list[Keyphrase]:
-    """The spottable English phrases of `rules`, each with its threshold.
+    """The spottable English phrases of `rules`, each with its threshold for `sample_rate`.
+
+    `thresholds` (log10 values) overrides the tuned table.
 
     Non-ASCII phrases (Chinese packs) are for transcript matching and are skipped silently. A
     phrase with a word missing from the dictionary, or shorter than `min_syllables`, is skipped
     and logged once per process: the rule still works on transcript text.
     """
-    table = TUNED_THRESHOLDS if thresholds is None else thresholds
+    table = TUNED_THRESHOLDS.get(sample_rate, {}) if thresholds is None else thresholds
     lexicon = Lexicon.default()
     out: dict[str, Keyphrase] = {}
     for rule in rules:
@@ -144,8 +149,8 @@ def keyphrases_from_rules(
                 _note_once(f"phrase {raw!r} of rule {rule.id} not spotted in audio: "
                            f"{syllables} syllable(s), fewer than {min_syllables}")
                 continue
-            threshold = table.get(text, default_threshold(syllables))
-            out[text] = Keyphrase(text, rule.id, threshold)
+            exponent = table.get(text, default_exponent(syllables))
+            out[text] = Keyphrase(text, rule.id, 10.0**exponent)
     return list(out.values())
 
 
@@ -403,14 +408,15 @@ class KeywordSpotter:
 
 def _build_decoder(variants: dict[str, Keyphrase], params: SpotterParams):
     """A kws decoder with a dictionary of just the words used (16 ms and ~6 MB, not 0.2 s and
-    ~30 MB with the full dictionary)."""
+    ~30 MB with the full dictionary). Its thresholds are 10x lenient: the exact per-phrase
+    threshold is applied in `_collect`, to the detection's best score."""
     from pocketsphinx import Decoder, get_model_path
 
     words = {w for v in variants for w in v.split()}
     with tempfile.TemporaryDirectory(prefix="floorwatch-kws-") as tmp:
         dict_path, kws_path = Path(tmp, "words.dict"), Path(tmp, "phrases.kws")
         dict_path.write_text(Lexicon.default().entries(words), encoding="ascii")
-        kws_path.write_text("".join(f"{v} /{k.threshold:.0e}/\n" for v, k in variants.items()),
+        kws_path.write_text("".join(f"{v} /{k.threshold / 10:.3e}/\n" for v, k in variants.items()),
                             encoding="ascii")
         decoder = Decoder(
             hmm=get_model_path("en-us/en-us"), dict=str(dict_path), kws=str(kws_path),
