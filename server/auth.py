@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from server.hub import HUB
-from server.store import Store, User
+from server.store import Store, User, hash_token
 
 log = logging.getLogger("floorwatch.auth")
 
@@ -33,17 +33,24 @@ def caller(request: web.Request) -> User | None:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    store: Store = request.app[HUB].store
+    hub = request.app[HUB]
+    store: Store = hub.store
     user: User | None = None
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        name = store.api_token_name(header.removeprefix("Bearer ").strip())
+        token = header.removeprefix("Bearer ").strip()
+        name = store.api_token_name(token)
+        if name is None and await hub.bus.fetch_row("api_tokens", hash_token(token)):
+            name = store.api_token_name(token)  # made on another hub a moment ago
         if name is None:
             return web.json_response({"error": "bad API token"}, status=401)
         user = User(f"api:{name}", "api", name)
         request[VIA_TOKEN] = True
     elif COOKIE in request.cookies:
-        user = store.session_user(request.cookies[COOKIE])
+        token = request.cookies[COOKIE]
+        user = store.session_user(token)
+        if user is None and await hub.bus.fetch_row("sessions", hash_token(token)):
+            user = store.session_user(token)  # signed in on another hub a moment ago
     request[USER] = user
     path = request.path
     if user is None and not path.startswith(PUBLIC_PATHS):
@@ -88,6 +95,7 @@ async def login(request: web.Request) -> web.Response:
         return web.json_response({"error": "bad_credentials"}, status=401)
     settings = hub.settings.auth
     token = hub.store.new_session(user.username, settings.session_ttl_h * 3600)
+    await hub.bus.sync()  # the session is shared before the browser can use it on another hub
     log.info("%s signed in from %s", user.username, request.remote)
     response = web.json_response({"user": user_json(user)})
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax",

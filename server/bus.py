@@ -30,6 +30,10 @@ class Bus(Protocol):
     async def shared_last_seq(self, agent_id: str, session: str) -> int:
         """The highest reliable message another hub stored for this agent session (or 0)."""
 
+    async def fetch_row(self, table: str, key: str) -> bool:
+        """Fetch one shared store row (an account or session made on another hub a moment ago)
+        into the local store; True if there was one."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -63,6 +67,9 @@ class LocalBus:
 
     async def shared_last_seq(self, agent_id: str, session: str) -> int:
         return 0
+
+    async def fetch_row(self, table: str, key: str) -> bool:
+        return False
 
     async def start(self) -> None:
         return None

@@ -173,6 +173,18 @@ class RedisBus:
             return 0
         return int(value or 0)
 
+    async def fetch_row(self, table: str, key: str) -> bool:
+        if not self._healthy:
+            return False
+        try:
+            raw = await self._redis.hget(f"{self._p}rows:{table}", key)
+        except (RedisError, OSError):
+            return False
+        if raw is None:
+            return False
+        self._store.apply_row(table, json.loads(raw))
+        return True
+
     async def start(self) -> None:
         try:
             await self._connect()

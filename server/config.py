@@ -235,6 +235,9 @@ def _check(built: dict[str, Any]) -> None:
     server: ServerSettings = built["server"]
     if not 0 <= server.port <= 65535:
         raise ConfigError(f"server.port: must be 0–65535, got {server.port}")
+    if not (server.web_dir / "index.html").is_file():
+        raise ConfigError(f"server.web_dir: no index.html in {server.web_dir} (point it at the "
+                          "web/ folder of the floorwatch source)")
     if not 4096 <= server.max_message_bytes <= 4 * 1024 * 1024:
         raise ConfigError(
             f"server.max_message_bytes: must be 4096–4194304, got {server.max_message_bytes}"

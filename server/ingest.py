@@ -53,6 +53,8 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
         hello = await _receive_hello(ws, settings.hello_timeout_s)
         agent_id = hello.agent_id
         account = hub.store.agent_for_token(hello.agent_id, hello.token)
+        if account is None and await hub.bus.fetch_row("agents", hello.agent_id):
+            account = hub.store.agent_for_token(hello.agent_id, hello.token)  # just added
         if account is None:
             raise ProtocolError(CLOSE_BAD_TOKEN, "bad agent token")
         previous = hub.connections.get(account.agent_id)
