@@ -100,7 +100,7 @@ class AgentLive:
     def on_status(self, status: Status, now: float) -> None:
         if status.name:
             self.name = status.name
-        previous = self.state
+        previous, call_before = self.state, self.call
         self._complete_state_alert(status)
         if self.call is not None and not (
             status.state.in_call
@@ -130,7 +130,7 @@ class AgentLive:
             "state_since": iso(status.at), "reason": status.reason,
             "connected": self.connected, "hub": self.hub_id if self.connected else None,
         }
-        if previous is AgentState.LOGGED_OUT or self.call is None:
+        if previous is AgentState.LOGGED_OUT or self.call is not call_before:
             fields.update(self._call_fields())
         self._tile(**fields)
 
@@ -180,14 +180,15 @@ class AgentLive:
         self._live.clear()
 
     def _call_fields(self) -> dict[str, Any]:
+        """The call's identity and its live numbers from zero (a call began or ended)."""
         call = self.call
+        fresh = {"agent_speaking": False, "customer_speaking": False, "talk_ratio": None,
+                 "dead_air_since": None, "overtalk_count": 0,
+                 "interruptions": {"agent": 0, "customer": 0}, "longest_monologue_s": 0}
         if call is None:
-            return {"call_id": None, "call_started_at": None, "direction": None,
-                    "agent_speaking": False, "customer_speaking": False, "talk_ratio": None,
-                    "dead_air_since": None, "overtalk_count": 0,
-                    "interruptions": {"agent": 0, "customer": 0}, "longest_monologue_s": 0}
+            return {"call_id": None, "call_started_at": None, "direction": None, **fresh}
         return {"call_id": call.info.call_id, "call_started_at": iso(call.started_at),
-                "direction": call.info.direction}
+                "direction": call.info.direction, **fresh}
 
     # -- call content -------------------------------------------------------------------
 

@@ -37,10 +37,28 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> web.Application
     async def stop(_app: web.Application) -> None:
         await hub.stop()
 
+    app.on_response_prepare.append(_headers)
     app.on_startup.append(start)
     # on_shutdown runs before aiohttp force-closes open sockets: close ours politely first
     app.on_shutdown.append(stop)
     return app
+
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Pages may only load our own files; the wall's files are revalidated on every load, so a
+    deploy reaches every TV on its next reload."""
+    if request.path.startswith(("/static/", "/login")) or request.path == "/":
+        response.headers.update(PAGE_HEADERS)
+        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 def configure_logging(level: str) -> None:

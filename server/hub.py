@@ -25,10 +25,12 @@ from server.config import Settings
 from server.floor import Floor
 from server.store import AgentAccount, Store
 from server.walls import WallHub
+from server.wire import dumps, iso
 
 log = logging.getLogger("floorwatch.hub")
 
 CLOSE_GOING_AWAY = 1001
+HEARTBEAT_S = 10.0
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Hub:
         interval = self.settings.walls.patch_interval_ms / 1000
         loop = asyncio.get_running_loop()
         next_second = loop.time() + 1.0
+        next_heartbeat = loop.time() + HEARTBEAT_S
         expected = loop.time() + interval
         while True:
             await asyncio.sleep(max(0.0, expected - loop.time()))
@@ -174,6 +177,10 @@ class Hub:
                     now = time.time()
                     for live in tuple(self.agents.values()):
                         live.tick(now)
+                if now_loop >= next_heartbeat:  # keeps walls' clocks right, shows they are live
+                    next_heartbeat = now_loop + HEARTBEAT_S
+                    self.walls.broadcast(dumps({"type": "heartbeat",
+                                                "server_time": iso(time.time())}))
             except Exception:
                 log.exception("hub tick failed; carrying on")
 

@@ -58,12 +58,17 @@ async def test_streamed_call_raises_exactly_the_scripted_alerts(running_hub, wal
     try:
         await conn.wait_connected(timeout=5)
         await conn.send_status("logged_in")
+        call_tile = asyncio.create_task(wall.wait_for(
+            lambda w: w.tiles.get("a1", {}).get("call_id") == "call-std"
+            and w.tiles["a1"]["call_started_at"] is not None
+            and w.tiles["a1"]["direction"] == "inbound"))
         report = await stream_call(conn, pcm, rate, read_transcript(standard_call.transcript),
                                    speed=20, call_id="call-std")
         assert await conn.drain(timeout=5)
     finally:
         await conn.close()
     assert report.chunks_dropped == 0
+    await call_tile  # while the call ran, its tile named it
     alerts = await running_hub.alerts(call_id="call-std")
     assert_alerts_match(alerts, standard_call.truth)
     # the wall saw each alert, completed with its duration
@@ -72,6 +77,7 @@ async def test_streamed_call_raises_exactly_the_scripted_alerts(running_hub, wal
         assert wall.alerts[alert["id"]]["duration_s"] == alert["duration_s"]
     await wall.wait_for(lambda w: w.tiles["a1"]["state"] == "wrap_up")
     tile = wall.tiles["a1"]
+    assert tile["call_id"] is None and tile["talk_ratio"] is None
     assert tile["severity"] == "critical"  # the verification-code request
     assert tile["alert"] is not None
 
