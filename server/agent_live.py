@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +122,7 @@ class AgentLive:
                 self._start_call(info, status.at)
         if self.call is not None:
             for event in self.call.analyzer.set_hold(status.state is AgentState.HOLD):
-                self._analysis_event(event, now)
+                self._analysis_event(event)
         timer_since = (self.call.started_at if status.state is AgentState.ON_CALL and self.call
                        else status.at)
         self._timer.on_state(status.state, timer_since)
@@ -170,7 +171,7 @@ class AgentLive:
         call = self.call
         assert call is not None
         for event in call.analyzer.finish():
-            self._analysis_event(event, now)
+            self._analysis_event(event)
         state_alert = self._open.get("state")
         if state_alert is not None:  # a call running too long closes with the call
             self._complete(state_alert, now - state_alert.started_at)
@@ -200,7 +201,7 @@ class AgentLive:
         analyzer = call.analyzer
         frames_before = analyzer.frames_total
         for event in analyzer.feed(chunk.offset, chunk.pcm):
-            self._analysis_event(event, now)
+            self._analysis_event(event)
         snap = analyzer.snapshot()
         dead = snap.dead_air_since_s
         live = {
@@ -219,7 +220,7 @@ class AgentLive:
             self._tile(**changed)
         return analyzer.frames_total - frames_before
 
-    def on_transcript(self, line: Transcript, now: float) -> None:
+    def on_transcript(self, line: Transcript) -> None:
         call = self.call
         if call is None or line.call_id != call.info.call_id:
             log.info("agent %s: transcript for a call that is not open; not matched",
@@ -229,7 +230,7 @@ class AgentLive:
         call.timeline.transcript(line.offset_s, line.speaker, line.text,
                                  [m.phrase for m in matches])
         for match in matches:
-            self._analysis_event(match, now)
+            self._analysis_event(match)
 
     def call_view(self, window_s: float) -> dict[str, Any] | None:
         """The current call's recent timeline and masked transcript, for the agent drawer."""
@@ -243,40 +244,55 @@ class AgentLive:
     def tick(self, now: float) -> None:
         over = self._timer.check(now)
         if over is not None:
-            self._analysis_event(over, now)
+            self._analysis_event(over)
 
     # -- analysis events → alerts -------------------------------------------------------
 
-    def _analysis_event(self, event: object, now: float) -> None:
-        call = self.call
-        sev = self.profile.analysis
-        if isinstance(event, SpeechStarted) and call:
-            call.timeline.speech_started(event.speaker, event.offset_s)
-        elif isinstance(event, SpeechEnded) and call:
-            call.timeline.speech_ended(event.speaker, event.offset_s)
-        elif isinstance(event, DeadAirStarted) and call:
-            self._raise(AlertKind.SILENCE, Severity(sev.severity_silence), event.offset_s, {},
-                        key="silence")
-        elif isinstance(event, DeadAirEnded):
-            self._complete_key("silence", event.duration_s)
-        elif isinstance(event, OvertalkStarted) and call:
+    def _analysis_event(self, event: object) -> None:
+        handler = _EVENT_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _speech_started(self, event: SpeechStarted) -> None:
+        if self.call:
+            self.call.timeline.speech_started(event.speaker, event.offset_s)
+
+    def _speech_ended(self, event: SpeechEnded) -> None:
+        if self.call:
+            self.call.timeline.speech_ended(event.speaker, event.offset_s)
+
+    def _dead_air_started(self, event: DeadAirStarted) -> None:
+        if self.call:
+            self._raise(AlertKind.SILENCE, Severity(self.profile.analysis.severity_silence),
+                        event.offset_s, {}, key="silence")
+
+    def _dead_air_ended(self, event: DeadAirEnded) -> None:
+        self._complete_key("silence", event.duration_s)
+
+    def _overtalk_started(self, event: OvertalkStarted) -> None:
+        if self.call:
             detail = {"interrupter": event.interrupter.value,
                       "interrupted": event.interrupter.other.value}
-            self._raise(AlertKind.OVERTALK, Severity(sev.severity_overtalk), event.offset_s,
-                        detail, key="overtalk")
-        elif isinstance(event, OvertalkEnded):
-            self._complete_key("overtalk", event.duration_s)
-        elif isinstance(event, KeywordMatched) and call:
+            self._raise(AlertKind.OVERTALK, Severity(self.profile.analysis.severity_overtalk),
+                        event.offset_s, detail, key="overtalk")
+
+    def _overtalk_ended(self, event: OvertalkEnded) -> None:
+        self._complete_key("overtalk", event.duration_s)
+
+    def _keyword(self, event: KeywordMatched) -> None:
+        if self.call:
             detail = {"rule": event.rule_id, "category": event.category, "phrase": event.phrase,
                       "speaker": event.speaker.value}
             self._raise(AlertKind.KEYWORD, event.severity, event.offset_s, detail,
                         rule=event.rule_id)
-        elif isinstance(event, StateOverLimit):
-            offset = call.analyzer.position_s if call and event.state.in_call else None
-            detail = {"state": event.state.value, "threshold_s": event.threshold_s}
-            self._raise(AlertKind.STATE, Severity(sev.severity_state), offset, detail,
-                        key="state", started_at=event.since, rule=event.state.value)
-            log.info("agent %s: %s over %.0f s", self.agent_id, event.state, event.threshold_s)
+
+    def _state_over_limit(self, event: StateOverLimit) -> None:
+        call = self.call
+        offset = call.analyzer.position_s if call and event.state.in_call else None
+        detail = {"state": event.state.value, "threshold_s": event.threshold_s}
+        self._raise(AlertKind.STATE, Severity(self.profile.analysis.severity_state), offset,
+                    detail, key="state", started_at=event.since, rule=event.state.value)
+        log.info("agent %s: %s over %.0f s", self.agent_id, event.state, event.threshold_s)
 
     def _raise(self, kind: AlertKind, severity: Severity, offset_s: float | None,
                detail: dict[str, Any], *, key: str | None = None,
@@ -311,6 +327,18 @@ class AgentLive:
 
     def _tile(self, **fields: Any) -> None:
         self._bus.publish(TileChanged(self.agent_id, fields))
+
+
+_EVENT_HANDLERS: dict[type, Callable[[AgentLive, Any], None]] = {
+    SpeechStarted: AgentLive._speech_started,
+    SpeechEnded: AgentLive._speech_ended,
+    DeadAirStarted: AgentLive._dead_air_started,
+    DeadAirEnded: AgentLive._dead_air_ended,
+    OvertalkStarted: AgentLive._overtalk_started,
+    OvertalkEnded: AgentLive._overtalk_ended,
+    KeywordMatched: AgentLive._keyword,
+    StateOverLimit: AgentLive._state_over_limit,
+}
 
 
 def _fields(alert: Alert) -> dict[str, Any]:

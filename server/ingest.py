@@ -134,7 +134,7 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: 
                 if isinstance(message, Status):
                     live.on_status(message, now)
                 else:
-                    live.on_transcript(message, now)
+                    live.on_transcript(message)
             # acknowledged once it is durable beyond this process (Redis), when there is one
             await hub.bus.sync()
             await ws.send_str(dumps({"type": "ack", "seq": message.seq}))
