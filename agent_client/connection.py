@@ -131,16 +131,18 @@ class HubConnection:
                                          "offset_s": round(offset_s, 3), "speaker": speaker,
                                          "text": text})
 
-    async def send_audio(self, frame: bytes) -> bool:
+    async def send_audio(self, frame: bytes, *, live: bool = True) -> bool:
         """Send one audio frame now, or drop it (counted) if the hub is not reachable now.
 
-        A link that has stopped moving (a cut cable before the keepalive notices) shows as a
-        growing send buffer; past `AUDIO_BACKLOG_BYTES` chunks are dropped rather than queued
-        behind it, so the stream never waits and never delivers stale audio in a burst.
+        Live audio on a link that has stopped moving (a cut cable before the keepalive notices)
+        shows as a growing send buffer; past `AUDIO_BACKLOG_BYTES` chunks are dropped rather than
+        queued behind it, so the stream never waits and never delivers stale audio in a burst.
+        A recording replayed faster than real time (`live=False`) waits for the link instead:
+        it has no "now" to fall behind.
         """
         ws = self._ws
         if (ws is None or not self.connected.is_set()
-                or ws.transport.get_write_buffer_size() > AUDIO_BACKLOG_BYTES):
+                or (live and ws.transport.get_write_buffer_size() > AUDIO_BACKLOG_BYTES)):
             self.audio_dropped += 1
             return False
         try:

@@ -1,9 +1,11 @@
 """Stream one call to the hub: a stereo WAV (left = agent, right = customer), paced in real time.
 
 Pacing follows an absolute schedule (chunk i goes at t0 + i * chunk / speed), so the stream
-neither drifts nor bunches up. If the process falls behind the schedule by more than `max_late_s`
-(a stalled socket, a suspended laptop) the late chunks are skipped and counted: the hub sees a
-gap in the audio offsets, exactly as after a network outage.
+neither drifts nor bunches up. At real time the call is treated as live: if the process falls
+behind by more than a second (a stalled socket, a suspended laptop) the late chunks are skipped
+and counted, and the hub sees a gap in the audio offsets, exactly as after a network outage.
+Faster than real time (`--speed 10`) it is a replay for analysis: nothing is dropped, and the
+replay waits for the link when the hub reads slower than the chosen speed.
 """
 
 from __future__ import annotations
@@ -114,9 +116,14 @@ async def stream_call(conn: HubConnection, pcm: np.ndarray, rate: int,
     lines = list(transcript or [])
     next_line = 0
     chunk_no = 0
-    async for offset, chunk in paced_chunks(pcm, rate, chunk_s, speed):
+    # at real time this is a live call: late audio is dropped. Faster, it is a replay for
+    # analysis: nothing is dropped for lateness, the replay just runs as fast as it can.
+    live = speed <= 1.0
+    max_late_s = 1.0 if live else float("inf")
+    async for offset, chunk in paced_chunks(pcm, rate, chunk_s, speed, max_late_s):
         position = (offset + (0 if chunk is None else len(chunk))) / rate
-        if chunk is None or not await conn.send_audio(encode_audio(chunk_no, offset, chunk)):
+        if chunk is None or not await conn.send_audio(encode_audio(chunk_no, offset, chunk),
+                                                      live=live):
             report.chunks_dropped += 1
         else:
             report.chunks_sent += 1

@@ -223,12 +223,12 @@ class Upsampler2x:
     """8 -> 16 kHz by a half-band FIR (windowed sinc, 16 taps per phase), streaming.
 
     Even output samples are the input samples; odd ones are interpolated halfway. The odd phase
-    needs `DELAY` samples of look-ahead, so output lags input by `DELAY` input samples (0.9 ms);
+    needs look-ahead, so output lags input by `DELAY` input samples (1 ms);
     the spotter subtracts it from its times.
     """
 
     TAPS = 16
-    DELAY = TAPS // 2 - 1
+    DELAY = TAPS // 2  # output sample 2n is input sample n - DELAY
 
     def __init__(self) -> None:
         n = np.arange(self.TAPS) - (self.TAPS - 1) / 2  # half-integer positions
@@ -243,7 +243,8 @@ class Upsampler2x:
         buf = np.concatenate((self._hist, pcm.astype(np.float32)))
         self._hist = buf[len(buf) - (self.TAPS - 1):]
         odd = np.convolve(buf, self._h, mode="valid")
-        even = buf[self.DELAY : self.DELAY + len(odd)]
+        mid = self.TAPS // 2 - 1  # odd[i] lies halfway between buf[i + mid] and the next one
+        even = buf[mid : mid + len(odd)]
         out = np.empty(2 * len(odd), dtype=np.float32)
         out[0::2], out[1::2] = even, odd
         return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
