@@ -53,3 +53,19 @@ async def test_demo_runs_a_live_floor_of_24_agents(tmp_path):
     log = err.decode()
     assert "hub stopped" in log
     assert "Traceback" not in log
+
+
+async def test_simulate_command_with_a_tokens_file(running_hub, wall_factory, tmp_path):
+    wall = await wall_factory(running_hub.url)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("# agent token\n" + "".join(
+        f"{agent} {token}\n" for agent, token in running_hub.tokens.items()))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent_client.cli", "simulate", "--hub", running_hub.url,
+        "--agents", "3", "--tokens", str(tokens), "--duration", "6",
+        stderr=asyncio.subprocess.PIPE)
+    await wall.wait_for(lambda w: len(w.tiles) == 3, timeout=15)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    # the simulator left: its agents show disconnected, their tiles stay
+    await wall.wait_for(lambda w: not any(t["connected"] for t in w.tiles.values()))
