@@ -16,16 +16,16 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import pytest
 from conftest import SUPERVISOR, WallClient, free_port, need
+from processes import HubProcess, RedisServer
 
 from agent_client.connection import HubConnection
 
@@ -139,101 +139,6 @@ class Nginx:
 
 
 # -- Redis and hub processes (the approach of test_scaleout.py) -------------------------------
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
-                              capture_output=True, text=True).stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-class HubProcess:
-    def __init__(self, name: str, root: Path, redis_url: str) -> None:
-        self.name = name
-        self.data_dir = root / name
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.redis_url = redis_url
-        self.proc: asyncio.subprocess.Process | None = None
-        self.log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def admin(self, *args: str, stdin: str = "") -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(self.data_dir), "--redis",
-             self.redis_url, *args], input=stdin, capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def _open_log(self) -> IO[bytes]:
-        return (self.data_dir.parent / f"{self.name}.log").open("ab")
-
-    async def start(self) -> None:
-        env = {**os.environ, "FLOORWATCH_SERVER__HOST": "127.0.0.1",
-               "FLOORWATCH_SERVER__DATA_DIR": str(self.data_dir),
-               "FLOORWATCH_SERVER__PORT": str(self.port), "FLOORWATCH_REDIS__HUB_ID": self.name,
-               "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100"}
-        self.log = self._open_log()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve", "--redis", self.redis_url, env=env,
-            stderr=self.log)
-        async with aiohttp.ClientSession() as http, asyncio.timeout(20):
-            while True:
-                try:
-                    async with http.get(f"{self.url}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-
-    async def agents_connected(self) -> int:
-        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
-            text = await r.text()
-        match = re.search(r"^floorwatch_agents_connected (\d+)", text, re.M)
-        assert match, text
-        return int(match.group(1))
-
-    async def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            await self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def status_rows(self, agent_id: str) -> list[tuple[int, str]]:
-        db = sqlite3.connect(self.data_dir / "floorwatch.db")
-        try:
-            return db.execute("SELECT seq, state FROM status_events WHERE agent_id=? "
-                              "ORDER BY seq", (agent_id,)).fetchall()
-        finally:
-            db.close()
 
 
 @pytest.fixture

@@ -9,107 +9,18 @@ away.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
-import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
-import aiohttp
 import numpy as np
 import pytest
-from conftest import SUPERVISOR, WallClient, free_port, need
+from conftest import SUPERVISOR, WallClient, need
+from processes import HubProcess, RedisServer
 
 from agent_client.connection import HubConnection
 from server.ingest_protocol import encode_audio
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
-                              capture_output=True, text=True).stdout.strip() == "PONG":
-                return
-            subprocess.run(["sleep", "0.05"])
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-class HubProcess:
-    def __init__(self, name: str, root: Path, redis_url: str) -> None:
-        self.name = name
-        self.data_dir = root / name
-        self.port = free_port()
-        self.redis_url = redis_url
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def admin(self, *args: str, stdin: str = "") -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(self.data_dir), "--redis",
-             self.redis_url, *args], input=stdin, capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    async def start(self) -> None:
-        env = {**os.environ, "FLOORWATCH_SERVER__DATA_DIR": str(self.data_dir),
-               "FLOORWATCH_SERVER__PORT": str(self.port), "FLOORWATCH_REDIS__HUB_ID": self.name,
-               "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100"}
-        log = (self.data_dir.parent / f"{self.name}.log").open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve", "--redis", self.redis_url, env=env,
-            stderr=log)
-        log.close()  # the child has its own copy
-        async with aiohttp.ClientSession() as http, asyncio.timeout(20):
-            while True:
-                try:
-                    async with http.get(f"{self.url}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-
-    async def health(self) -> str:
-        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as r:
-            return (await r.json())["status"]
-
-    async def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            await self.proc.wait()
-
-    def status_rows(self, agent_id: str) -> list[tuple[int, str]]:
-        db = sqlite3.connect(self.data_dir / "floorwatch.db")
-        try:
-            return db.execute("SELECT seq, state FROM status_events WHERE agent_id=? "
-                              "ORDER BY seq", (agent_id,)).fetchall()
-        finally:
-            db.close()
 
 
 @pytest.fixture
@@ -119,7 +30,6 @@ async def floor(tmp_path):
     redis.start()
     hubs = {name: HubProcess(name, tmp_path, redis.url) for name in ("A", "B", "C")}
     a = hubs["A"]
-    a.data_dir.mkdir()
     a.admin("add-supervisor", SUPERVISOR[0], "--password-stdin", stdin=SUPERVISOR[1] + "\n")
     tokens = {agent: a.admin("add-agent", agent, "--team", "Sales").splitlines()[-1]
               for agent in ("a1", "a2", "a3")}
