@@ -134,7 +134,8 @@ async def wall_socket(request: web.Request) -> web.WebSocketResponse:
     if not origin_ok(request):
         log.warning("wall socket from foreign origin %s refused", request.headers.get("Origin"))
         raise web.HTTPForbidden(text="cross-origin wall socket refused")
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+    # no per-message deflate: it would compress every broadcast once per wall
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
     await ws.prepare(request)
     wall = hub.walls.open(ws, user.username, dumps(hub.floor.snapshot()), request.transport)
     try:

@@ -169,7 +169,8 @@ class Hub:
             lag = max(0.0, now_loop - expected)
             self.metrics.loop_lag_s = lag
             self.metrics.loop_lag_max_s = max(self.metrics.loop_lag_max_s, lag)
-            expected = now_loop + interval
+            # a fixed grid: a late tick does not push every later one back
+            expected = max(expected + interval, now_loop)
             try:
                 self.floor.flush()
                 if now_loop >= next_second:

@@ -46,8 +46,12 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
     settings = hub.settings.server
     # close handshakes are bounded by `timeout`: a dead link is aborted after 2 s
     ws = IngestSocket(max_msg_size=settings.max_message_bytes, heartbeat=20.0, timeout=2.0)
-    await ws.prepare(request)
     peer = request.remote or "?"
+    try:
+        await ws.prepare(request)
+    except ConnectionError:  # the client gave up before the upgrade (an overloaded hub)
+        log.info("agent connection from %s closed before the upgrade", peer)
+        return ws
     agent_id = "?"
     try:
         hello = await _receive_hello(ws, settings.hello_timeout_s)
