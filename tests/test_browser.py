@@ -58,8 +58,10 @@ async def browser() -> AsyncIterator[Any]:
     need(HAVE_CHROMIUM, f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright
+        from playwright.async_api import expect as _expect
     except ImportError:
         need(False, "Python Playwright is not installed (pip install -e '.[test]')")
+    _expect.set_options(timeout=10_000)  # generous: a busy 2-core CI machine, not a timing test
     pw = await async_playwright().start()
     try:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
