@@ -59,8 +59,8 @@ async def stream_devices(conn: HubConnection, *, device: str | None, rate: int,
                 await conn.send_audio(encode_audio(chunk_no, offset, block))
                 offset += len(block)
                 chunk_no += 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends the call; cancellation still propagates after the finally
     finally:
         if overflows:
             log.warning("capture overflowed %d times (audio lost on this machine)", overflows)
