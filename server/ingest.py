@@ -82,6 +82,8 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
                  agent_id, peer, hello.client, hello.session[:8], last_seq)
         try:
             await _serve(hub, ws, live, hello.session)
+        except ConnectionError as exc:  # the agent went away while we answered it
+            log.info("agent %s: connection lost (%s)", agent_id, exc)
         finally:
             if hub.connections.get(account.agent_id) is ws:
                 del hub.connections[account.agent_id]
