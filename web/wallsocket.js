@@ -13,6 +13,7 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 5000;
 const OFFLINE_AFTER_MS = 20_000;
 const RESYNC_SPIN_MS = 2000;
+const STALL_MS = 25_000; // 2.5 hub heartbeats
 
 export const CLOSE_RESYNC = 4408;
 export const CLOSE_UNAUTHORIZED = 4401;
@@ -43,6 +44,9 @@ export class WallSocket {
     this.failuresWithoutOpen = 0;
     this.lastResyncAt = -Infinity;
 
+    // The hub sends at least a heartbeat every 10 s: silence for longer than STALL_MS means a
+    // socket that looks open but carries nothing (a dead proxy, a stalled hub). Start over.
+    setInterval(() => this.watchdog(), 5000);
     window.addEventListener('online', () => this.retryNow());
     window.addEventListener('offline', () => { if (this.state !== 'live') this.setState('offline'); });
   }
@@ -60,6 +64,20 @@ export class WallSocket {
   retryNow() {
     if (this.stopped || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
     clearTimeout(this.retryTimer);
+    this.connect();
+  }
+
+  watchdog() {
+    if (this.stopped || this.state !== 'live' || !this.ws) return;
+    if (Date.now() - (this.lastMessageAt ?? Date.now()) < STALL_MS) return;
+    console.warn('floorwatch: no message from the hub for', STALL_MS / 1000, 's; reconnecting');
+    const stale = this.ws;
+    this.ws = null;
+    stale.onclose = null;
+    stale.close();
+    this.lostAt = Date.now();
+    this.reconnects++;
+    this.setState('reconnecting');
     this.connect();
   }
 
