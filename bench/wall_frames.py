@@ -56,6 +56,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -332,8 +333,9 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-async def start_hub(workdir: Path, port: int) -> asyncio.subprocess.Process:
+async def start_hub(workdir: Path, port: int, web_dir: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "FLOORWATCH_SERVER__PORT": str(port),
+           "FLOORWATCH_SERVER__WEB_DIR": str(web_dir),
            "FLOORWATCH_SERVER__DATA_DIR": str(workdir / "data"),
            "FLOORWATCH_SERVER__LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
     with (workdir / "hub.log").open("ab") as log:
@@ -545,6 +547,67 @@ async def measure(page: Any, seconds: float, meter: CpuMeter, floor: Floor,
     return phase
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def install_web(source: Path, web_dir: Path) -> None:
+    """Put a version of the wall's files where the hub serves them (the hub reads static files
+    per request, so the next page load gets this version)."""
+    for old in web_dir.iterdir():
+        old.unlink()
+    for f in source.iterdir():
+        if f.is_file():
+            shutil.copy2(f, web_dir / f.name)
+
+
+def web_versions(args: argparse.Namespace, workdir: Path) -> dict[str, Path]:
+    """name -> directory of wall files: `current` (the working tree's web/), and with
+    `--baseline REF` first `baseline` (web/ as of that commit, from git)."""
+    versions: dict[str, Path] = {}
+    if args.baseline:
+        out = workdir / "web-baseline"
+        out.mkdir()
+        files = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only",
+                                f"{args.baseline}:web"], check=True, capture_output=True,
+                               text=True).stdout.split()
+        for name in files:
+            blob = subprocess.run(["git", "-C", str(REPO), "show", f"{args.baseline}:web/{name}"],
+                                  check=True, capture_output=True).stdout
+            (out / name).write_bytes(blob)
+        versions["baseline"] = out
+    versions["current"] = REPO / "web"
+    return versions
+
+
+async def drained(floor: Floor, limit_s: float = 90.0) -> None:
+    """Wait until the hub has acknowledged what the agents sent (a backlog from a busy phase
+    would otherwise spill into the next measurement)."""
+    deadline = time.monotonic() + limit_s
+    while sum(a.pending for a in floor.agents) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+
+async def open_wall(browser: Any, base: str, args: argparse.Namespace, tiles: int,
+                    errors: list[str]) -> Any:
+    width, height = (int(x) for x in args.viewport.split("x"))
+    context = await browser.new_context(viewport={"width": width, "height": height},
+                                        locale="en-US")
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{base}/login")
+    await page.fill("#username", SUPERVISOR[0])
+    await page.fill("#password", SUPERVISOR[1])
+    await page.click("#login-submit")
+    await page.wait_for_url(f"{base}/")
+    if args.mode == "wall":
+        await page.goto(f"{base}/?mode=wall")
+    await page.wait_for_selector('#conn[data-state="live"]', timeout=30_000)
+    await page.wait_for_function(
+        "(n) => document.querySelectorAll('#grid .tile').length === n", arg=tiles,
+        timeout=180_000)
+    return page
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
@@ -552,14 +615,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
     tokens = provision(workdir / "data", args.tiles)
+    versions = web_versions(args, workdir)
+    web_dir = workdir / "web"
+    web_dir.mkdir()
+    install_web(versions["current"], web_dir)
     server_cpus, browser_cpus = placement(args.pin)
     os.sched_setaffinity(0, server_cpus)  # the hub inherits it; the agents run in this process
-    hub = await start_hub(workdir, port)
+    hub = await start_hub(workdir, port, web_dir)
     stop = asyncio.Event()
     floor: Floor | None = None
     tasks: list[asyncio.Task[None]] = []
     results: dict[str, Any] = {}
+    errors: list[str] = []
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    def key(version: str, phase: str) -> str:
+        return phase if len(versions) == 1 else f"{version} {phase}"
+
     try:
         t_connect = time.monotonic()
         floor = await connect_floor(http, f"ws://127.0.0.1:{port}/ingest/v1", tokens,
@@ -568,66 +640,61 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
               flush=True)
         tasks = [asyncio.create_task(floor.run(a, stop)) for a in floor.agents]
         tasks.append(asyncio.create_task(floor.alerts(args.alerts, stop)))
-        width, height = (int(x) for x in args.viewport.split("x"))
         with affinity(browser_cpus):  # the Playwright driver and Chromium inherit it
             pw = await async_playwright().start()
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context(viewport={"width": width, "height": height},
-                                                locale="en-US")
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(f"{base}/login")
-            await page.fill("#username", SUPERVISOR[0])
-            await page.fill("#password", SUPERVISOR[1])
-            await page.click("#login-submit")
-            await page.wait_for_url(f"{base}/")
-            if args.mode == "wall":
-                await page.goto(f"{base}/?mode=wall")
-            await page.wait_for_selector('#conn[data-state="live"]', timeout=30_000)
-            await page.wait_for_function(
-                "(n) => document.querySelectorAll('#grid .tile').length >= n", arg=args.tiles,
-                timeout=60_000)
             meter = CpuMeter(hub.pid)
             all_ids = {a.agent_id for a in floor.agents}
-
-            print(f"phase idle: {args.tiles} tiles, no updates", flush=True)
-            results["idle"] = await measure(page, args.seconds, meter, floor)
-            print(f"phase busy: {args.tiles} tiles at {args.rate:g} updates/s each, sorted by "
-                  f"risk", flush=True)
-            floor.sending = set(all_ids)
-            results["busy"] = await measure(page, args.seconds, meter, floor)
-            if args.screenshot:
-                await page.screenshot(path=args.screenshot)
-            print("phase busy-by-name: the same, sorted by name", flush=True)
-            await page.select_option("#sort", "name")
-            results["busy-by-name"] = await measure(page, args.seconds, meter, floor)
-            await page.select_option("#sort", "risk")
-
-            if args.page_feed:
+            for version, source in versions.items():
                 floor.sending = set()
-                await asyncio.sleep(1.0)
-                print(f"phase page-only: {args.tiles} tiles at {args.rate:g} updates/s each, "
-                      f"made in the page (no hub traffic), sorted by risk", flush=True)
-                await page.evaluate(PAGE_FEED, [args.rate, 250])
-                results["page-only"] = await measure(page, args.seconds, meter, floor,
-                                                     page_rate=args.rate)
-                await page.evaluate("() => clearInterval(window.__fwFeed)")
+                await drained(floor)
+                install_web(source, web_dir)
+                page = await open_wall(browser, base, args, args.tiles, errors)
+                print(f"[{version}] phase idle: {args.tiles} tiles, no updates", flush=True)
+                results[key(version, "idle")] = await measure(page, args.seconds, meter, floor)
+                print(f"[{version}] phase busy: {args.tiles} tiles at {args.rate:g} updates/s "
+                      f"each, sorted by risk", flush=True)
+                floor.sending = set(all_ids)
+                results[key(version, "busy")] = await measure(page, args.seconds, meter, floor)
+                if args.screenshot and version == "current":
+                    await page.screenshot(path=args.screenshot)
+                print(f"[{version}] phase busy-by-name: the same, sorted by name", flush=True)
+                await page.select_option("#sort", "name")
+                results[key(version, "busy-by-name")] = await measure(page, args.seconds, meter,
+                                                                      floor)
+                await page.select_option("#sort", "risk")
+                if args.page_feed:
+                    floor.sending = set()
+                    await asyncio.sleep(1.0)
+                    print(f"[{version}] phase page-only: {args.tiles} tiles at {args.rate:g} "
+                          f"updates/s each, made in the page (no hub traffic), sorted by risk",
+                          flush=True)
+                    await page.evaluate(PAGE_FEED, [args.rate, 250])
+                    results[key(version, "page-only")] = await measure(
+                        page, args.seconds, meter, floor, page_rate=args.rate)
+                    await page.evaluate("() => clearInterval(window.__fwFeed)")
+                await page.context.close()
 
             keep = {a.agent_id for a in floor.agents[:args.small_tiles]}
-            floor.sending = set(keep)
+            floor.sending = set()
             for agent in floor.agents[args.small_tiles:]:
                 await agent.status("logged_out")
-            await page.wait_for_function(
-                "(n) => document.querySelectorAll('#grid .tile').length === n", arg=len(keep),
-                timeout=180_000)  # after the hub has worked through any backlog
-            print(f"phase small: {len(keep)} tiles at {args.rate:g} updates/s each", flush=True)
-            results["small"] = await measure(page, args.seconds, meter, floor)
+            await drained(floor, 180.0)
+            for version, source in versions.items():
+                install_web(source, web_dir)
+                page = await open_wall(browser, base, args, len(keep), errors)
+                floor.sending = set(keep)
+                print(f"[{version}] phase small: {len(keep)} tiles at {args.rate:g} updates/s "
+                      f"each", flush=True)
+                results[key(version, "small")] = await measure(page, args.seconds, meter, floor)
+                floor.sending = set()
+                await page.context.close()
         finally:
             await browser.close()
             await pw.stop()
-        return {"phases": results, "page_errors": errors,
+        return {"phases": results, "page_errors": errors, "versions": list(versions),
+                "baseline": args.baseline,
                 "cpus": {"hub_and_agents": server_cpus, "chromium": browser_cpus},
                 "status_sent": sum(a.sent for a in floor.agents), "send_errors": floor.errors,
                 "updates_skipped": floor.skipped}
@@ -703,6 +770,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quiet-wait", type=float, default=30.0,
                     help="wait up to this many seconds for the machine's other work to drop "
                          "under half a core before starting (default 30; 0 to not wait)")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also measure the wall's files as of this git commit, in the same run "
+                         "(same hub, floor and browser; baseline first, then the working tree)")
     ap.add_argument("--screenshot", help="save a screenshot of the busy page here")
     ap.add_argument("--keep", action="store_true", help="keep the hub's work directory")
     ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
