@@ -1,7 +1,10 @@
 """Wall fan-out: every wall socket has its own bounded queue and its own writer task.
 
-Publishing puts one already-serialised string on each queue with `put_nowait` and never awaits a
-wall, so one stalled TV cannot delay any other. A wall whose queue fills up is dropped: its
+Publishing never awaits a wall, so one stalled TV cannot delay any other. A broadcast builds the
+message's WebSocket frame once (server frames are unmasked, so it is the same bytes for every
+wall) and writes it straight to the transport of each wall that is caught up: nothing queued,
+nothing in the transport's buffer. A wall that is behind gets the message on its queue instead,
+and its writer task sends it when the socket drains. A wall whose queue fills up is dropped: its
 socket is closed with 4408 ("too slow, resync") and the page reconnects and starts again from a
 fresh snapshot, which is cheaper and more honest than trying to catch it up.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -19,6 +23,19 @@ log = logging.getLogger("floorwatch.walls")
 
 CLOSE_TOO_SLOW = 4408
 _ids = itertools.count(1)
+_TEXT_FIN = 0x81
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final WebSocket text frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((_TEXT_FIN, n)) + payload
+    if n < 65536:
+        return _LEN16.pack(_TEXT_FIN, 126, n) + payload
+    return _LEN64.pack(_TEXT_FIN, 127, n) + payload
 
 
 @dataclass(eq=False)
@@ -26,11 +43,13 @@ class Wall:
     ws: web.WebSocketResponse
     user: str
     queue: asyncio.Queue[str]
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
     id: int = field(default_factory=lambda: next(_ids))
     writer: asyncio.Task[None] | None = None
     closer: asyncio.Task[None] | None = None
     sent: int = 0
+    backlog: int = 0  # messages queued and not yet written by the writer task
+    direct: bool = False  # frames may be written straight to the transport
 
 
 class WallHub:
@@ -41,25 +60,40 @@ class WallHub:
         self.delivered = 0
 
     def open(self, ws: web.WebSocketResponse, user: str, first: str,
-             transport: asyncio.BaseTransport | None = None) -> Wall:
+             transport: asyncio.Transport | None = None) -> Wall:
         """Register a wall with `first` (its snapshot) queued, and start its writer.
 
         Called without an await between building the snapshot and registering, so the wall
         sees every change after its snapshot and none before.
         """
-        wall = Wall(ws, user, asyncio.Queue(self._queue_size), transport)
+        wall = Wall(ws, user, asyncio.Queue(self._queue_size), transport,
+                    direct=transport is not None and not ws.compress)
         wall.queue.put_nowait(first)
+        wall.backlog = 1
         wall.writer = asyncio.create_task(self._write(wall), name=f"wall-writer-{wall.id}")
         self.walls.add(wall)
         log.info("wall %d opened by %s (%d walls)", wall.id, user, len(self.walls))
         return wall
 
     def broadcast(self, text: str) -> None:
+        frame = text_frame(text.encode())
+        delivered = 0
         for wall in tuple(self.walls):
+            transport = wall.transport
+            if (wall.direct and not wall.backlog and not wall.ws.closed
+                    and not transport.is_closing()  # type: ignore[union-attr]
+                    and not transport.get_write_buffer_size()):  # type: ignore[union-attr]
+                transport.write(frame)  # type: ignore[union-attr]
+                wall.sent += 1
+                delivered += 1
+                continue
             try:
                 wall.queue.put_nowait(text)
             except asyncio.QueueFull:
                 self._drop(wall)
+            else:
+                wall.backlog += 1
+        self.delivered += delivered
 
     async def close(self, wall: Wall) -> None:
         """Unregister and stop a wall's tasks; safe to call more than once."""
@@ -100,6 +134,7 @@ class WallHub:
         while True:
             text = await queue.get()
             await ws.send_str(text)
+            wall.backlog -= 1
             wall.sent += 1
             self.delivered += 1
 
