@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,11 @@ def summarise(run: StepRun) -> dict[str, Any]:
 
 
 async def search(server: ServerProcess, tokens: list[tuple[str, str]], args: argparse.Namespace,
-                 workdir: Path, start: int, cookie: str | None) -> dict[str, Any]:
-    """Double N from `start` until a step fails, then bisect; returns steps and capacity."""
+                 workdir: Path, start: int, cookie: str | None, *,
+                 runner: Callable[..., Awaitable[StepRun]] = run_step) -> dict[str, Any]:
+    """Double N from `start` until a step fails, then bisect; returns steps and capacity.
+
+    `runner` runs one step (`run_step`, or `bench.scaleout`'s step across several hubs)."""
     steps: list[dict[str, Any]] = []
     counter = 0
 
@@ -109,8 +113,8 @@ async def search(server: ServerProcess, tokens: list[tuple[str, str]], args: arg
                              dead_air_s=args.dead_air, observe_alerts=server.kind == "hub",
                              tag=f"{server.kind[0]}{counter}", quiet_wait_s=args.quiet_wait,
                              spawn_s=args.spawn)
-            run = await run_step(server, tokens, cfg, workdir / f"{server.kind}-{counter}",
-                                 cookie=cookie)
+            run = await runner(server, tokens, cfg, workdir / f"{server.kind}-{counter}",
+                               cookie=cookie)
             summary = summarise(run)
             summary["attempt"] = attempt
             steps.append(summary)

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,6 +59,7 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
+    cpus: list[int] | None = None  # where it runs; None: the hub core (`cores()[0]`)
 
     @property
     def url(self) -> str:
@@ -101,7 +103,8 @@ class ServerProcess:
         return self.proc.pid
 
     async def start(self, timeout: float = 20.0) -> None:
-        self.proc = await _spawn(taskset(self.argv, cores()[0]), self.log_path,
+        cpus = self.cpus if self.cpus is not None else cores()[0]
+        self.proc = await _spawn(taskset(self.argv, cpus), self.log_path,
                                  {**python_env(), **self.env}, self.log_path.parent)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
@@ -192,10 +195,11 @@ async def wait_exit(procs: list[asyncio.subprocess.Process], deadline: float) ->
             await proc.wait()
 
 
-async def spawn_client(module: str, spec_path: Path, log_path: Path
-                       ) -> asyncio.subprocess.Process:
-    """A client process (load generator or walls) on the client cores."""
-    return await _spawn(taskset([sys.executable, "-m", module, str(spec_path)], cores()[1]),
+async def spawn_client(module: str, spec_path: Path, log_path: Path,
+                       cpus: Sequence[int] | None = None) -> asyncio.subprocess.Process:
+    """A client process (load generator or walls) on the client cores (or on `cpus`)."""
+    where = cores()[1] if cpus is None else cpus
+    return await _spawn(taskset([sys.executable, "-m", module, str(spec_path)], where),
                         log_path, python_env(), spec_path.parent)
 
 

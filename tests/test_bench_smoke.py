@@ -15,7 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the bench package
 
-from bench import capacity, fanout, latency, memory, report
+from conftest import need_tools
+
+from bench import capacity, fanout, latency, memory, report, scaleout
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +95,34 @@ def test_memory_smoke(results: Path) -> None:
     assert [w["walls"] for w in data["walls"]] == [0, 3]
     assert data["per_call_kib"] is not None
     assert data["idle_rss_mb"] > 0
+
+
+@pytest.mark.redis
+def test_scaleout_smoke(results: Path) -> None:
+    """One hub, then two hubs sharing a private redis-server: the capacity step runs on both
+    set-ups and a probe's alert raised on hub A reaches the wall on hub B."""
+    need_tools("redis-server")
+    scaleout.main(["--configs", "one,two", "--start", "4", "--max-calls", "6", "--refine", "0",
+                   "--retries", "0", "--probes", "2", "--measure", "1.2", "--settle", "0.3",
+                   "--dead-air", "0.6", "--latency-probes", "3", "--latency-capacity", "6",
+                   "--fractions", "1.0", "--latency-measure", "4", "--results", str(results),
+                   *QUICK, "--spawn", "2.5"])
+    data = _latest(results, "scaleout")
+    run = data["runs"][0]
+    assert set(run["capacity"]) == {"one", "two"}
+    step = run["capacity"]["two"]["steps"][0]
+    assert step["calls"] == 4 and isinstance(step["passed"], bool)
+    assert set(step["hubs"]) == {"A", "B"}
+    assert step["generators"]["connected"] == 4, step["generators"]
+    level = run["latency"][0]
+    assert level["calls_per_hub"] == [3, 3]
+    assert level["generators"]["connected"] == 6, level["generators"]
+    for kind in ("silence", "overtalk"):
+        _is_pct(level[kind]["same_hub_ms"])
+        _is_pct(level[kind]["cross_hub_ms"])
+    assert level["overtalk"]["cross_hub_ms"]["n"] > 0, level  # an alert crossed from A to B
+    text = scaleout.markdown(data)
+    assert "2 hubs + Redis" in text and "cross hub" in text
 
 
 def test_report_smoke(results: Path) -> None:
