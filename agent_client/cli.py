@@ -9,8 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from agent_client.connection import FatalHubError, HubConnection
 from agent_client.stream import SourceError, read_transcript, read_wav, stream_call
+from agent_client.supervisor import BargeMixer, SupervisorVoice, VoicePlayer, VoiceRecorder
+from agent_client.wavfile import write_wav
 
 log = logging.getLogger("floorwatch.agent_client")
 
@@ -36,13 +40,19 @@ async def _stream(args: argparse.Namespace) -> int:
     pcm, rate = read_wav(args.wav)
     transcript = read_transcript(args.transcript) if args.transcript else None
     conn = HubConnection(_ingest_urls(args.hub), args.agent, args.token)
+    recorder = VoiceRecorder(args.supervisor_wav, rate) if args.supervisor_wav else None
+    mixer = BargeMixer(rate)
+    conn.on_voice = SupervisorVoice(*([recorder.add] if recorder else []), mixer=mixer)
+    conn.on_monitor = _show_monitors
+    sent: list[np.ndarray] | None = [] if args.sent_wav else None
     conn.start()
     try:
         await conn.wait_connected(timeout=args.connect_timeout)
         await conn.send_status("logged_in", **({"name": args.name} if args.name else {}))
         await conn.send_status("ready")
         report = await stream_call(conn, pcm, rate, transcript, speed=args.speed,
-                                   call_id=args.call_id, customer=args.customer or "")
+                                   call_id=args.call_id, customer=args.customer or "",
+                                   mixer=mixer, sent=sent)
         await conn.send_status("logged_out")
         if not await conn.drain(timeout=args.connect_timeout):
             if conn.fatal is not None:
@@ -52,10 +62,24 @@ async def _stream(args: argparse.Namespace) -> int:
             return 1
     finally:
         await conn.close()
+        if recorder is not None:
+            recorder.write()
+        if sent is not None:
+            write_wav(args.sent_wav, np.concatenate(sent) if sent else np.zeros((0, 2), np.int16),
+                      rate)
     print(f"call {report.call_id}: {report.audio_s:.1f} s of audio sent in "
           f"{report.chunks_sent} chunks, {report.chunks_dropped} dropped, "
           f"{report.transcript_lines} transcript lines")
     return 0
+
+
+def _show_monitors(sessions: list[dict[str, str]]) -> None:
+    """The agent's desktop says who is monitoring the call (unless the hub is told not to)."""
+    if sessions:
+        who = ", ".join(f"{s.get('user')} ({s.get('mode')})" for s in sessions)
+        print(f"floorwatch-agent: supervisor on this call: {who}", file=sys.stderr)
+    else:
+        print("floorwatch-agent: no supervisor on this call any more", file=sys.stderr)
 
 
 async def _simulate(args: argparse.Namespace) -> int:
@@ -69,15 +93,20 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 async def _live(args: argparse.Namespace) -> int:
     from agent_client.live import stream_devices
-
     conn = HubConnection(_ingest_urls(args.hub), args.agent, args.token)
+    player = VoicePlayer(args.rate, args.output_device)
+    mixer = BargeMixer(args.rate)
+    conn.on_voice = SupervisorVoice(player.add, mixer=mixer)
+    conn.on_monitor = _show_monitors
     conn.start()
     try:
         await conn.wait_connected(timeout=args.connect_timeout)
-        await stream_devices(conn, device=args.device, rate=args.rate, call_id=args.call_id)
+        await stream_devices(conn, device=args.device, rate=args.rate, call_id=args.call_id,
+                             mixer=mixer)
         await conn.drain(timeout=args.connect_timeout)
     finally:
         await conn.close()
+        player.close()
     return 0
 
 
@@ -108,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--call-id")
     stream.add_argument("--name", help="agent display name")
     stream.add_argument("--customer", help="customer number (masked before it is sent)")
+    stream.add_argument("--supervisor-wav", type=Path,
+                        help="write what supervisors said to the agent (whisper and barge) to "
+                             "this mono WAV, aligned to the call")
+    stream.add_argument("--sent-wav", type=Path,
+                        help="write the stereo audio as sent to the call (with barge mixed in)")
     stream.set_defaults(func=_stream)
 
     sim = sub.add_parser("simulate", help="a synthetic floor of N agents")
@@ -124,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     live = sub.add_parser("live", help="stream live sound devices (needs the 'sound' extra)")
     connection_args(live)
     live.add_argument("--device", help="a 2-channel capture device (left agent, right customer)")
+    live.add_argument("--output-device",
+                      help="where supervisors' whisper and barge are played (the headset)")
     live.add_argument("--rate", type=int, choices=(8000, 16000), default=16000)
     live.add_argument("--call-id")
     live.set_defaults(func=_live)

@@ -16,6 +16,7 @@ import logging
 import random
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +66,10 @@ class HubConnection:
         self.audio_sent = 0
         self.audio_dropped = 0
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+        # supervisors monitoring this agent's call (docs/protocol.md §1.6)
+        self.on_voice: Callable[[bytes], None] | None = None
+        self.on_monitor: Callable[[list[dict[str, str]]], None] | None = None
+        self.monitors: list[dict[str, str]] = []
 
     @property
     def url(self) -> str:
@@ -235,11 +240,20 @@ class HubConnection:
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for raw in ws:
-                if isinstance(raw, bytes):
-                    continue  # supervisor audio arrives here once listening exists
+                if isinstance(raw, bytes):  # a supervisor's voice (whisper or barge)
+                    if self.on_voice is not None:
+                        self.on_voice(raw)
+                    continue
                 message = json.loads(raw)
                 kind = message.get("type")
-                if kind == "ack":
+                if kind == "monitor":
+                    self.monitors = list(message.get("sessions") or [])
+                    log.info("agent %s: monitored by %s", self.agent_id,
+                             ", ".join(f"{m.get('user')} ({m.get('mode')})"
+                                       for m in self.monitors) or "nobody")
+                    if self.on_monitor is not None:
+                        self.on_monitor(self.monitors)
+                elif kind == "ack":
                     async with self._acked:
                         self._outbox.pop(int(message["seq"]), None)
                         self._acked.notify_all()

@@ -18,6 +18,7 @@ import uuid
 import numpy as np
 
 from agent_client.connection import HubConnection
+from agent_client.supervisor import BargeMixer
 from server.ingest_protocol import encode_audio
 
 log = logging.getLogger("floorwatch.agent_client")
@@ -26,7 +27,7 @@ CHUNK_S = 0.1
 
 
 async def stream_devices(conn: HubConnection, *, device: str | None, rate: int,
-                         call_id: str | None = None) -> None:
+                         call_id: str | None = None, mixer: BargeMixer | None = None) -> None:
     """Stream one call from the capture device until Ctrl-C, then leave it in wrap-up."""
     try:
         import sounddevice
@@ -56,6 +57,8 @@ async def stream_devices(conn: HubConnection, *, device: str | None, rate: int,
                      device or "the default device", rate)
             while True:
                 block = await blocks.get()
+                if mixer is not None:  # a barging supervisor goes out to the call too
+                    block = mixer.mix_into(block)
                 await conn.send_audio(encode_audio(chunk_no, offset, block))
                 offset += len(block)
                 chunk_no += 1

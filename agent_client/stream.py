@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from agent_client.connection import HubConnection
+from agent_client.supervisor import BargeMixer
 from server.ingest_protocol import encode_audio
 
 log = logging.getLogger("floorwatch.agent_client")
@@ -107,8 +108,13 @@ async def paced_chunks(pcm: np.ndarray, rate: int, chunk_s: float, speed: float,
 async def stream_call(conn: HubConnection, pcm: np.ndarray, rate: int,
                       transcript: list[TranscriptEntry] | None = None, *, speed: float = 1.0,
                       chunk_s: float = 0.1, call_id: str | None = None,
-                      direction: str = "inbound", customer: str = "") -> StreamReport:
-    """Open a call, stream its audio and transcript on schedule, and leave it in wrap-up."""
+                      direction: str = "inbound", customer: str = "",
+                      mixer: BargeMixer | None = None,
+                      sent: list[np.ndarray] | None = None) -> StreamReport:
+    """Open a call, stream its audio and transcript on schedule, and leave it in wrap-up.
+
+    With a `mixer`, a barging supervisor's voice is mixed into the agent channel, the audio that
+    goes to the call; `sent` collects every chunk as it went out (for `--sent-wav`)."""
     call_id = call_id or f"call-{uuid.uuid4().hex[:12]}"
     report = StreamReport(call_id)
     await conn.send_status("on_call", call={"id": call_id, "direction": direction,
@@ -122,6 +128,10 @@ async def stream_call(conn: HubConnection, pcm: np.ndarray, rate: int,
     max_late_s = 1.0 if live else float("inf")
     async for offset, chunk in paced_chunks(pcm, rate, chunk_s, speed, max_late_s):
         position = (offset + (0 if chunk is None else len(chunk))) / rate
+        if chunk is not None and mixer is not None:
+            chunk = mixer.mix_into(chunk)
+        if chunk is not None and sent is not None:
+            sent.append(chunk)
         if chunk is None or not await conn.send_audio(encode_audio(chunk_no, offset, chunk),
                                                       live=live):
             report.chunks_dropped += 1

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from server import api
+from server import api, listen_api
 from server.auth import auth_middleware, login, logout
 from server.bus import Bus
 from server.config import Settings
@@ -29,6 +29,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> web.Application
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_routes(api.routes)
+    app.router.add_routes(listen_api.routes)
     app.router.add_static("/static/", settings.server.web_dir, follow_symlinks=False)
 
     async def start(_app: web.Application) -> None:
@@ -50,13 +51,14 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
+    "Permissions-Policy": "microphone=(self), camera=()",  # whisper and barge use the mic
 }
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     """Pages may only load our own files; the wall's files are revalidated on every load, so a
     deploy reaches every TV on its next reload."""
-    if request.path.startswith(("/static/", "/login")) or request.path == "/":
+    if request.path.startswith(("/static/", "/login", "/audit")) or request.path == "/":
         response.headers.update(PAGE_HEADERS)
         response.headers.setdefault("Cache-Control", "no-cache")
 

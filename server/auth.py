@@ -113,5 +113,6 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-def user_json(user: User) -> dict[str, str]:
-    return {"username": user.username, "role": user.role, "display_name": user.display_name}
+def user_json(user: User) -> dict[str, object]:
+    return {"username": user.username, "role": user.role, "display_name": user.display_name,
+            "permissions": sorted(user.permissions)}

@@ -11,7 +11,7 @@ Keys (all under `redis.key_prefix`, default `fw:`):
 | `events` | stream | every floor event: tile changes, alerts, and changed store rows (capped) |
 | `tiles` | hash | agent id → the whole tile, so a new hub or wall gets the floor at once |
 | `alerts` | hash | alert id → the alert with its duration and acknowledgement (last 24 h) |
-| `rows:<table>` | hash | accounts, agents, API tokens and sessions, shared by every hub |
+| `rows:<table>` | hash | accounts, agents, API tokens, sessions, monitoring audit: every hub |
 | `seq` | hash | `agent|session` → highest reliable message stored (exactly-once across hubs) |
 | `epoch` | string | changes when Redis lost its data; hubs then republish what they hold |
 
@@ -47,6 +47,9 @@ from server.events import (
     TileRemoved,
 )
 from server.store import REPLICATED, Store
+
+# account rows and the monitoring audit trail: every hub holds all of them
+SHARED_TABLES = ("users", "agents", "api_tokens", "sessions", "monitor_sessions")
 
 log = logging.getLogger("floorwatch.bus")
 
@@ -394,7 +397,7 @@ class RedisBus:
 
     async def _seed_accounts(self) -> None:
         """First contact: share the accounts this hub's store has (idempotent)."""
-        for table in ("users", "agents", "api_tokens", "sessions"):
+        for table in SHARED_TABLES:
             for row in self._store.rows(table):
                 self._enqueue("row", {"table": table, "row": row, "deleted": False})
 
@@ -411,7 +414,7 @@ class RedisBus:
         start_id = newest[0][0] if newest else "0-0"
         if self._last_id not in ("$", "0-0") and await self._stream_has(self._last_id):
             return  # we only missed a blip: the stream still holds everything after last_id
-        for table in ("users", "agents", "api_tokens", "sessions"):
+        for table in SHARED_TABLES:
             for raw in (await r.hgetall(f"{p}rows:{table}")).values():
                 self._store.apply_row(table, json.loads(raw))
         owned = set(self._owned())

@@ -12,6 +12,7 @@ documented in docs/configuration.md.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,20 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class ListenSettings:
+    enabled: bool = True
+    max_listeners_per_call: int = 5
+    require_reason: bool = False
+    notify_agent: bool = True
+    ice_servers: tuple[str, ...] = ()  # empty: no STUN/TURN at all (a LAN)
+    ice_username: str = ""
+    ice_credential: str = ""
+    ice_host_addresses: tuple[str, ...] = ()  # empty: every non-loopback interface
+    opus_bitrate: int = 32000
+    listener_buffer_ms: int = 300
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     vad_frame_ms: int = 20
     vad_aggressiveness: int = 3
@@ -113,6 +128,7 @@ class Settings:
     walls: WallSettings = field(default_factory=WallSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    listen: ListenSettings = field(default_factory=ListenSettings)
     teams: Mapping[str, TeamProfile] = field(default_factory=dict)
     default_team: TeamProfile | None = None
 
@@ -122,7 +138,7 @@ class Settings:
 
 
 _SECTIONS = {"server": ServerSettings, "auth": AuthSettings, "walls": WallSettings,
-             "redis": RedisSettings, "analysis": AnalysisSettings}
+             "redis": RedisSettings, "analysis": AnalysisSettings, "listen": ListenSettings}
 
 
 def load_settings(
@@ -262,6 +278,28 @@ def _check(built: dict[str, Any]) -> None:
         raise ConfigError(
             f"walls.patch_interval_ms: must be 50–5000, got {walls.patch_interval_ms}"
         )
+    _check_listen(built["listen"])
+
+
+def _check_listen(listen: ListenSettings) -> None:
+    if not 1 <= listen.max_listeners_per_call <= 50:
+        raise ConfigError("listen.max_listeners_per_call: must be 1–50, got "
+                          f"{listen.max_listeners_per_call}")
+    for url in listen.ice_servers:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ConfigError(f"listen.ice_servers: expected stun:, turn: or turns: URLs, "
+                              f"got {url!r}")
+    for address in listen.ice_host_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"listen.ice_host_addresses: {address!r} is not an IP "
+                              "address") from None
+    if not 6000 <= listen.opus_bitrate <= 256000:
+        raise ConfigError(f"listen.opus_bitrate: must be 6000–256000, got {listen.opus_bitrate}")
+    if not 40 <= listen.listener_buffer_ms <= 5000:
+        raise ConfigError("listen.listener_buffer_ms: must be 40–5000, got "
+                          f"{listen.listener_buffer_ms}")
 
 
 def _check_analysis(where: str, a: AnalysisSettings) -> None:

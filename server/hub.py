@@ -23,8 +23,10 @@ from server.analysis.call import ScorerFactory, webrtc_scorer
 from server.bus import Bus, LocalBus
 from server.config import Settings
 from server.floor import Floor
+from server.monitoring import Monitoring
 from server.store import AgentAccount, Store
 from server.walls import WallHub
+from server.webrtc import restrict_host_addresses
 from server.wire import dumps, iso
 
 log = logging.getLogger("floorwatch.hub")
@@ -65,6 +67,7 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.monitoring = Monitoring(self)  # after the bus and the floor: it uses both
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a short side job owned by the hub: referenced, errors logged, awaited on stop."""
@@ -126,6 +129,7 @@ class Hub:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        restrict_host_addresses(self.settings.listen.ice_host_addresses)
         await self.bus.start()
         if not self.shared:
             self._restore_tiles()
@@ -135,6 +139,8 @@ class Hub:
     async def stop(self) -> None:
         self.stopping = True
         timeout = self.settings.server.shutdown_timeout_s
+        await _bounded(self.monitoring.close_all("hub shutting down"), timeout,
+                       "ending monitoring sessions")
         connections = list(self.connections.values())
         if connections:
             log.info("closing %d agent connections", len(connections))

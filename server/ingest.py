@@ -124,6 +124,7 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: 
             started = time.perf_counter()
             metrics.frames += live.on_audio(chunk, now)
             metrics.analysis_s += time.perf_counter() - started
+            hub.monitoring.feed(live.agent_id, chunk)
             metrics.chunks += 1
             metrics.audio_s += len(chunk.pcm) / live.call.info.sample_rate
         elif msg.type is WSMsgType.TEXT:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from server.events import Alert, AlertKind, Severity
+from server.monitor import ROLE_DEFAULTS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -78,7 +79,35 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (started_at);
 CREATE INDEX IF NOT EXISTS alerts_by_call ON alerts (call_id);
 CREATE INDEX IF NOT EXISTS alerts_by_agent ON alerts (agent_id, started_at);
+CREATE TABLE IF NOT EXISTS monitor_sessions (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    spot_check INTEGER NOT NULL,
+    hub TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS monitor_by_time ON monitor_sessions (started_at);
+-- the audit trail cannot be edited through the product: rows are never deleted, and the only
+-- change a row ever takes is its end, once
+CREATE TRIGGER IF NOT EXISTS monitor_sessions_keep BEFORE DELETE ON monitor_sessions
+BEGIN SELECT RAISE(ABORT, 'the monitoring audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS monitor_sessions_end_once BEFORE UPDATE ON monitor_sessions
+WHEN OLD.ended_at IS NOT NULL OR NEW.id IS NOT OLD.id OR NEW.username IS NOT OLD.username
+  OR NEW.display_name IS NOT OLD.display_name OR NEW.agent_id IS NOT OLD.agent_id
+  OR NEW.call_id IS NOT OLD.call_id OR NEW.mode IS NOT OLD.mode OR NEW.reason IS NOT OLD.reason
+  OR NEW.spot_check IS NOT OLD.spot_check OR NEW.hub IS NOT OLD.hub
+  OR NEW.started_at IS NOT OLD.started_at
+BEGIN SELECT RAISE(ABORT, 'a monitoring session can only be ended, once'); END;
 """
+# columns added after the first release, with their definitions (added on open when missing)
+MIGRATIONS = {"users": {"permissions": "TEXT NOT NULL DEFAULT ''"}}
 
 ROLES = ("admin", "supervisor")
 
@@ -89,6 +118,7 @@ REPLICATED: dict[str, tuple[str, ...]] = {
     "api_tokens": ("token_hash",),
     "sessions": ("token_hash",),
     "status_events": ("agent_id", "session", "seq"),
+    "monitor_sessions": ("id",),
 }
 RowListener = Callable[[str, dict[str, Any], bool], None]  # table, row (key if deleted), deleted
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -127,6 +157,12 @@ class User:
     username: str
     role: str
     display_name: str
+    permissions: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> User:
+        return cls(row["username"], row["role"], row["display_name"],
+                   frozenset(p for p in row["permissions"].split(",") if p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +186,11 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        for table, columns in MIGRATIONS.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, definition in columns.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._listeners: list[RowListener] = []
 
     def close(self) -> None:
@@ -188,6 +229,14 @@ class Store:
         names = list(row)
         if not set(columns) <= set(names) or not all(n.isidentifier() for n in names):
             raise StoreError(f"bad row for {table}")
+        if table == "monitor_sessions":  # append-only: insert, or record the end once
+            self._db.execute(
+                "INSERT INTO monitor_sessions (" + ", ".join(names) + ") VALUES ("
+                + ", ".join("?" * len(names)) + ") ON CONFLICT (id) DO UPDATE SET "
+                "ended_at=excluded.ended_at, end_reason=excluded.end_reason "
+                "WHERE monitor_sessions.ended_at IS NULL AND excluded.ended_at IS NOT NULL",
+                [row[n] for n in names])
+            return
         verb = "INSERT OR IGNORE" if table == "status_events" else "INSERT OR REPLACE"
         self._db.execute(f"{verb} INTO {table} ({', '.join(names)}) VALUES "
                          f"({', '.join('?' * len(names))})", [row[n] for n in names])
@@ -200,20 +249,32 @@ class Store:
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def add_user(self, username: str, password: str, role: str, display_name: str = "") -> User:
+    def add_user(self, username: str, password: str, role: str, display_name: str = "",
+                 permissions: tuple[str, ...] | None = None) -> User:
+        """Add a user; `permissions` default to the role's (see server/monitor.py)."""
         if role not in ROLES:
             raise StoreError(f"role must be one of {', '.join(ROLES)}")
         if not username or len(password) < 8:
             raise StoreError("username required; password must be at least 8 characters")
+        perms = ROLE_DEFAULTS[role] if permissions is None else permissions
         try:
             self._db.execute(
-                "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
-                (username, hash_password(password), role, display_name or username, time.time()),
+                "INSERT INTO users (username, password_hash, role, display_name, created_at,"
+                " permissions) VALUES (?, ?, ?, ?, ?, ?)",
+                (username, hash_password(password), role, display_name or username, time.time(),
+                 ",".join(perms)),
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"user {username!r} already exists") from None
         self._changed("users", username)
-        return User(username, role, display_name or username)
+        return User(username, role, display_name or username, frozenset(perms))
+
+    def set_permissions(self, username: str, permissions: tuple[str, ...]) -> None:
+        cur = self._db.execute("UPDATE users SET permissions=? WHERE username=?",
+                               (",".join(permissions), username))
+        if not cur.rowcount:
+            raise StoreError(f"no user {username!r}")
+        self._changed("users", username)
 
     def set_password(self, username: str, password: str) -> None:
         if len(password) < 8:
@@ -231,11 +292,11 @@ class Store:
             return None
         if not verify_password(password, row["password_hash"]):
             return None
-        return User(row["username"], row["role"], row["display_name"])
+        return User.from_row(row)
 
     def users(self) -> list[User]:
         rows = self._db.execute("SELECT * FROM users ORDER BY username")
-        return [User(r["username"], r["role"], r["display_name"]) for r in rows]
+        return [User.from_row(r) for r in rows]
 
     def new_session(self, username: str, ttl_s: float) -> str:
         token = secrets.token_urlsafe(32)
@@ -251,7 +312,7 @@ class Store:
             "SELECT u.* FROM sessions s JOIN users u USING (username) "
             "WHERE s.token_hash=? AND s.expires_at > ?", (hash_token(token), time.time()),
         ).fetchone()
-        return None if row is None else User(row["username"], row["role"], row["display_name"])
+        return None if row is None else User.from_row(row)
 
     def end_session(self, token: str) -> None:
         self._db.execute("DELETE FROM sessions WHERE token_hash=?", (hash_token(token),))
@@ -388,6 +449,28 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, id LIMIT ?"
         return [_alert(r) for r in self._db.execute(sql, (*args, limit))]
+
+    # -- monitoring audit trail -------------------------------------------------------------
+
+    def monitor_started(self, row: dict[str, Any]) -> None:
+        names = list(row)
+        self._db.execute(f"INSERT INTO monitor_sessions ({', '.join(names)}) VALUES "
+                         f"({', '.join('?' * len(names))})", [row[n] for n in names])
+        self._changed("monitor_sessions", row["id"])
+
+    def monitor_ended(self, session_id: str, ended_at: float, end_reason: str) -> None:
+        self._db.execute("UPDATE monitor_sessions SET ended_at=?, end_reason=? "
+                         "WHERE id=? AND ended_at IS NULL", (ended_at, end_reason, session_id))
+        self._changed("monitor_sessions", session_id)
+
+    def monitor_sessions(self, *, since: float = 0.0, agent_id: str | None = None,
+                         limit: int = 500) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM monitor_sessions WHERE started_at >= ?", [since]
+        if agent_id is not None:
+            sql += " AND agent_id=?"
+            args.append(agent_id)
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        return [dict(r) for r in self._db.execute(sql, [*args, limit])]
 
 
 def _alert(row: sqlite3.Row) -> Alert:

@@ -1,0 +1,262 @@
+"""Live monitoring sessions on this hub: the rules of `server/monitor.py` carried out.
+
+A session joins a supervisor's browser (WebRTC, `server/webrtc.py`) to one live call ingested
+here: the call's audio goes out through the call's `CallTap`; for whisper and barge the
+supervisor's voice goes to the agent's desktop over its ingest socket (docs/protocol.md §1.6).
+Every session is written to the audit trail when it starts and when it ends, shown on the agent's
+tile, and told to the agent's desktop. A session ends when the supervisor stops it, the browser
+goes away, the call ends, the agent disconnects, or the hub stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import av
+
+from server.call_audio import CallTap, PacketQueue, VoiceResampler
+from server.events import AlertChanged, TileChanged
+from server.ingest_protocol import AUDIO_HEADER, PROTOCOL_VERSION, AudioChunk
+from server.monitor import (
+    ActiveSession,
+    MonitorMode,
+    MonitorRefused,
+    MonitorRequest,
+    agent_notice,
+    check_request,
+    listeners_field,
+    pick_spot_check,
+)
+from server.store import User
+from server.webrtc import MonitorPeer, rtc_configuration
+from server.wire import dumps, iso
+
+if TYPE_CHECKING:
+    from server.hub import Hub
+
+log = logging.getLogger("floorwatch.monitoring")
+
+VOICE_SEND_TIMEOUT_S = 0.2  # a stuck agent link: the supervisor's voice is skipped
+VOICE_FLAGS = {MonitorMode.WHISPER: 1, MonitorMode.BARGE: 2}
+
+
+@dataclass
+class _Session:
+    active: ActiveSession
+    started_at: float
+    tap: CallTap
+    queue: PacketQueue
+    peer: MonitorPeer | None = None
+    voice: VoiceResampler | None = None
+    voice_chunks: int = 0
+    voice_skipped: int = 0
+    position: int = 0  # samples of the call sent to the listeners so far
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        s = self.active
+        return {"id": s.id, "user": s.username, "display_name": s.display_name,
+                "agent_id": s.agent_id, "call_id": s.call_id, "mode": s.mode.value,
+                "started_at": iso(self.started_at), **self.extra}
+
+
+class Monitoring:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self.settings = hub.settings.listen
+        self._rtc = rtc_configuration(self.settings)
+        self._sessions: dict[str, _Session] = {}
+        self._taps: dict[str, CallTap] = {}  # agent id -> the tap of its current call
+        self._rng = random.Random()
+        self._notices: dict[str, list[dict[str, str]]] = {}  # what each agent was told last
+        hub.bus.subscribe(self._on_event)
+
+    # -- requests from supervisors ----------------------------------------------------------
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [s.json() for s in self._sessions.values()]
+
+    def pick(self, user: User) -> str:
+        """A spot check: the agent whose call to listen to, or MonitorRefused."""
+        floor = self._hub.floor
+        unacked: dict[str, list[str]] = {}
+        for alert in floor.unacked_alerts():
+            unacked.setdefault(alert.agent_id, []).append(alert.severity.value)
+        local = [t for t in floor.tiles.values() if t["agent_id"] in self._hub.connections]
+        agent_id = pick_spot_check(local, unacked, self._active(), user.username,
+                                   max_listeners=self.settings.max_listeners_per_call,
+                                   rng=self._rng)
+        if agent_id is None:
+            raise MonitorRefused(404, "listen.refused.no_live_call",
+                                 "no live call is available for a spot check")
+        return agent_id
+
+    async def start(self, user: User, agent_id: str, mode: MonitorMode, reason: str,
+                    offer_sdp: str, *, spot_check: bool = False) -> dict[str, Any]:
+        """Check the request, answer the browser's offer and record the session."""
+        hub = self._hub
+        request = MonitorRequest(user.username, user.display_name, user.permissions, agent_id,
+                                 mode, reason)
+        call_id = check_request(request, hub.floor.tiles.get(agent_id), self._active(),
+                                max_listeners=self.settings.max_listeners_per_call,
+                                require_reason=self.settings.require_reason)
+        live = hub.agents.get(agent_id)
+        if (live is None or live.call is None or live.call.info.call_id != call_id
+                or agent_id not in hub.connections):
+            raise MonitorRefused(409, "listen.refused.elsewhere",
+                                 "this call is not streaming to this hub")
+        rate = live.call.info.sample_rate
+        tap = self._taps.get(agent_id)
+        if tap is None or tap.sample_rate != rate:
+            tap = self._taps[agent_id] = CallTap(
+                rate, bitrate=self.settings.opus_bitrate,
+                buffer_s=self.settings.listener_buffer_ms / 1000)
+        session = _Session(
+            ActiveSession(uuid.uuid4().hex, user.username, user.display_name, agent_id, call_id,
+                          mode),
+            time.time(), tap, tap.open(), extra={"spot_check": spot_check})
+        if mode.talks:
+            session.voice = VoiceResampler(rate)
+        session.peer = MonitorPeer(
+            session.active.id, session.queue, self._rtc,
+            on_voice=(lambda frame: self._voice(session, frame)) if mode.talks else None,
+            on_closed=lambda why: self._ended(session, why))
+        try:
+            answer = await session.peer.answer(offer_sdp)
+        except BaseException:
+            tap.release(session.queue)
+            await session.peer.close("refused")
+            raise
+        self._sessions[session.active.id] = session
+        hub.store.monitor_started({
+            "id": session.active.id, "username": user.username,
+            "display_name": user.display_name, "agent_id": agent_id, "call_id": call_id,
+            "mode": mode.value, "reason": reason.strip(), "spot_check": int(spot_check),
+            "hub": hub.id, "started_at": session.started_at})
+        log.info("%s started to %s agent %s (call %s)%s", user.username, mode.value, agent_id,
+                 call_id, " as a spot check" if spot_check else "")
+        self._announce(agent_id)
+        return {"session": session.json(), "sdp": answer, "type": "answer"}
+
+    async def stop(self, session_id: str, user: User) -> dict[str, Any]:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise MonitorRefused(404, "listen.refused.unknown_session", "no such session")
+        if session.active.username != user.username and user.role != "admin":
+            raise MonitorRefused(403, "listen.refused.not_yours",
+                                 "only its supervisor or an admin can stop this session")
+        out = session.json()
+        reason = "stopped" if session.active.username == user.username else \
+            f"stopped by {user.username}"
+        await self._close(session, reason)
+        return out
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(self._close(s, reason) for s in list(self._sessions.values())),
+                             return_exceptions=True)
+
+    # -- audio --------------------------------------------------------------------------------
+
+    def feed(self, agent_id: str, chunk: AudioChunk) -> None:
+        """A chunk of an agent's call arrived (after analysis): out to its listeners."""
+        tap = self._taps.get(agent_id)
+        if tap is not None and tap.listening:
+            tap.push(chunk.offset, chunk.pcm)
+            tap_end = chunk.offset + len(chunk.pcm)
+            for session in self._sessions.values():
+                if session.tap is tap:
+                    session.position = tap_end
+
+    async def _voice(self, session: _Session, frame: av.AudioFrame) -> None:
+        """The supervisor's microphone, to the agent's desktop (whisper or barge)."""
+        ws = self._hub.connections.get(session.active.agent_id)
+        if ws is None or ws.closed or session.voice is None:
+            return
+        pcm = session.voice.convert(frame)
+        if not pcm.size:
+            return
+        header = AUDIO_HEADER.pack(PROTOCOL_VERSION, 1, VOICE_FLAGS[session.active.mode],
+                                   session.voice_chunks, session.position)
+        session.voice_chunks += 1
+        try:
+            # live or nothing, like the agent's own audio: a stuck link skips the voice
+            async with asyncio.timeout(VOICE_SEND_TIMEOUT_S):
+                await ws.send_bytes(header + pcm.astype("<i2").tobytes())
+        except TimeoutError:
+            session.voice_skipped += 1
+        except ConnectionError:
+            pass  # the agent's socket is going; the session ends with it
+
+    # -- ending -------------------------------------------------------------------------------
+
+    async def _close(self, session: _Session, reason: str) -> None:
+        if session.peer is not None:
+            await session.peer.close(reason)  # calls _ended
+        else:
+            self._ended(session, reason)
+
+    def _ended(self, session: _Session, reason: str) -> None:
+        if self._sessions.pop(session.active.id, None) is None:
+            return
+        session.tap.release(session.queue)
+        agent_id = session.active.agent_id
+        tap = self._taps.get(agent_id)
+        if tap is session.tap and not tap.listening:
+            del self._taps[agent_id]
+        self._hub.store.monitor_ended(session.active.id, time.time(), reason)
+        log.info("%s stopped to %s agent %s (%s; %d packets sent, %d skipped)",
+                 session.active.username, session.active.mode.value, agent_id, reason,
+                 session.queue.delivered, session.queue.skipped)
+        self._announce(agent_id)
+
+    def _on_event(self, event: object) -> None:
+        """End sessions whose call ended or whose agent went away (any hub's tile change)."""
+        if isinstance(event, AlertChanged) or not isinstance(event, TileChanged):
+            return
+        fields = event.fields
+        if not ({"call_id", "state", "connected"} & fields.keys()):
+            return
+        for session in list(self._sessions.values()):
+            if session.active.agent_id != event.agent_id:
+                continue
+            why = None
+            if "call_id" in fields and fields["call_id"] != session.active.call_id:
+                why = "call ended"
+            elif fields.get("state", "on_call") != "on_call":
+                why = "call ended"
+            elif fields.get("connected") is False:
+                why = "agent disconnected"
+            if why is not None:
+                self._hub.spawn(self._close(session, why), name=f"monitor-end-{session.active.id}")
+
+    # -- telling the floor and the agent ------------------------------------------------------
+
+    def _active(self) -> list[ActiveSession]:
+        return [s.active for s in self._sessions.values()]
+
+    def _announce(self, agent_id: str) -> None:
+        on_agent = [s.active for s in self._sessions.values() if s.active.agent_id == agent_id]
+        self._hub.bus.publish(TileChanged(agent_id, {"listeners": listeners_field(on_agent)}))
+        ws = self._hub.connections.get(agent_id)
+        if ws is None or ws.closed:
+            self._notices.pop(agent_id, None)
+            return
+        notice = agent_notice(on_agent, notify_listen=self.settings.notify_agent)
+        if notice == self._notices.get(agent_id, []):
+            return
+        self._notices[agent_id] = notice
+        self._hub.spawn(_send_quietly(ws, dumps({"type": "monitor", "sessions": notice})),
+                        name=f"monitor-notice-{agent_id}")
+
+
+async def _send_quietly(ws: Any, text: str) -> None:
+    try:
+        await ws.send_str(text)
+    except ConnectionError:
+        pass
