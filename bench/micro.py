@@ -17,12 +17,22 @@ them the benchmark's conversation audio round-robin, 100 ms chunks, timing each 
 
 Figures are microseconds of CPU per chunk (one call's 100 ms of stereo audio); `1e6 / (10 × µs)`
 is how many calls one core could analyse if nothing else ran.
+
+`--trees HEAD~1,HEAD` compares versions of the hub in one run: each git ref's `server/` (and
+`agent_client/`) is unpacked to a temporary directory and measured with this benchmark's code,
+in a fresh process, the trees taking turns for `--rounds` rounds; the table gives each stage's
+median per tree and the ratio to the first. `.` is the working tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +43,7 @@ import numpy as np
 import webrtcvad
 
 from bench.audio import load_loop
-from bench.common import command_line, machine, save_result
+from bench.common import REPO, command_line, machine, save_result
 from server.agent_live import AgentLive
 from server.bus import LocalBus
 from server.config import load_settings
@@ -137,6 +147,62 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unpack(ref: str, into: Path) -> Path:
+    """The hub's code at git `ref`, with this benchmark's code beside it."""
+    if ref == ".":
+        return REPO
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "server", "agent_client"], cwd=REPO,
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    shutil.copytree(REPO / "bench", into / "bench",
+                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return into
+
+
+def compare(trees: list[str], rates: list[int], calls: int, seconds: int,
+            rounds: int) -> dict[str, Any]:
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {ref: _unpack(ref, Path(tmp) / f"tree{i}") for i, ref in enumerate(trees)}
+        for _ in range(rounds):
+            for ref, root in dirs.items():
+                for rate in rates:
+                    code = ("import json, bench.micro as m; "
+                            f"print(json.dumps(m.measure({rate}, {calls}, {seconds})))")
+                    out = subprocess.run([sys.executable, "-c", code], cwd=root, check=True,
+                                         capture_output=True, text=True,
+                                         env={**os.environ, "PYTHONPATH": str(root)}).stdout
+                    runs.setdefault((ref, rate), []).append(
+                        json.loads(out.splitlines()[-1])["us_per_chunk"])
+    medians = {f"{ref}@{rate}": {stage: round(statistics.median(r[stage] for r in rs), 1)
+                                 for stage in rs[0]}
+               for (ref, rate), rs in runs.items()}
+    return {"trees": trees, "rates": rates, "rounds": rounds, "median_us_per_chunk": medians,
+            "commits": {ref: subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO,
+                                            capture_output=True, text=True).stdout.strip()
+                        or ref for ref in trees}}
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    trees, rates = result["trees"], result["rates"]
+    first = trees[0]
+    lines = [f"#### In-process cost per chunk, versions compared in one run "
+             f"(median of {result['rounds']} rounds, µs)", "",
+             "| stage | rate | " + " | ".join(f"`{t}` ({result['commits'][t]})" for t in trees)
+             + " | " + " | ".join(f"`{t}` ÷ `{first}`" for t in trees[1:]) + " |",
+             "|---|---:|" + "---:|" * (2 * len(trees) - 1)]
+    med = result["median_us_per_chunk"]
+    for stage in med[f"{first}@{rates[0]}"]:
+        for rate in rates:
+            base = med[f"{first}@{rate}"][stage]
+            vals = [med[f"{t}@{rate}"][stage] for t in trees]
+            ratios = [f"{v / base:.2f}" if base else "–" for v in vals[1:]]
+            lines.append(f"| {stage} | {rate // 1000} kHz | " + " | ".join(map(str, vals))
+                         + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench.micro",
                                 description=__doc__.split("\n\n")[0])
@@ -145,7 +211,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--seconds", type=int, default=12, help="audio per call")
     p.add_argument("--results", type=Path, default=None)
+    p.add_argument("--trees", type=lambda s: [x for x in s.split(",") if x], default=None,
+                   help="git refs to compare in one run ('.' = the working tree)")
+    p.add_argument("--rounds", type=int, default=3, help="with --trees: turns per tree")
     args = p.parse_args(argv)
+    if args.trees:
+        result = {"benchmark": "micro-compare", "command": command_line("bench.micro", argv),
+                  "machine": machine(),
+                  **compare(args.trees, args.rates, args.calls, args.seconds, args.rounds)}
+        path = save_result("micro-compare", result, args.results)
+        text = compare_markdown(result)
+        path.with_suffix(".md").write_text(text)
+        print(text)
+        return result
     result = {"benchmark": "micro", "command": command_line("bench.micro", argv),
               "machine": machine(),
               "runs": [measure(rate, args.calls, args.seconds) for rate in args.rates]}

@@ -202,6 +202,8 @@ class AgentLive:
         frames_before = analyzer.frames_total
         for event in analyzer.feed(chunk.offset, chunk.pcm):
             self._analysis_event(event)
+        if not analyzer.tile_stale() and self._live:  # nothing on the tile can have moved
+            return analyzer.frames_total - frames_before
         snap = analyzer.snapshot()
         dead = snap.dead_air_since_s
         live = {

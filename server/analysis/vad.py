@@ -33,7 +33,8 @@ class WebRtcScorer:
         self._is_speech = webrtcvad.Vad(aggressiveness).is_speech
 
     def score(self, mono: np.ndarray) -> list[bool]:
-        data = mono.tobytes()
+        # a byte view of the samples: the frames are slices of it, not copies
+        data = memoryview(np.ascontiguousarray(mono)).cast("B")
         step = self.frame_samples * 2
         is_speech, rate = self._is_speech, self._rate
         return [is_speech(data[i : i + step], rate) for i in range(0, len(data), step)]
