@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from server.config import ConfigError, Settings, load_settings
+from server.monitor import PERMISSIONS, ROLE_DEFAULTS, parse_permissions
 from server.store import Store, StoreError
 
 
@@ -71,11 +72,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args)
 
 
+def _permissions(text: str) -> tuple[str, ...]:
+    try:
+        return parse_permissions(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_add_user(args: argparse.Namespace) -> None:
     password = _password(args)
     with _store(args) as store:
-        user = store.add_user(args.username, password, args.role, args.name or "")
-    print(f"created {user.role} {user.username}")
+        user = store.add_user(args.username, password, args.role, args.name or "",
+                              permissions=args.can)
+    print(f"created {user.role} {user.username} "
+          f"(may: {', '.join(sorted(user.permissions)) or 'watch the wall only'})")
+
+
+def cmd_grant(args: argparse.Namespace) -> None:
+    """Set exactly which monitoring permissions a user holds (an empty list removes all)."""
+    with _store(args) as store:
+        store.set_permissions(args.username, args.permissions)
+    print(f"{args.username} may now: {', '.join(args.permissions) or 'watch the wall only'}")
 
 
 def cmd_set_password(args: argparse.Namespace) -> None:
@@ -102,7 +119,8 @@ def cmd_add_api_token(args: argparse.Namespace) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     with _store(args) as store:
         for user in store.users():
-            print(f"user   {user.username:<20} {user.role:<11} {user.display_name}")
+            print(f"user   {user.username:<20} {user.role:<11} {user.display_name:<20} "
+                  f"{','.join(sorted(user.permissions)) or '-'}")
         for agent in store.agents():
             print(f"agent  {agent.agent_id:<20} {agent.team:<11} {agent.name}")
 
@@ -137,7 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="display name")
         p.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input")
+        p.add_argument("--can", type=_permissions, metavar="PERMS",
+                       help=f"comma-separated, of {', '.join(PERMISSIONS)} (default for the "
+                            f"role: {','.join(ROLE_DEFAULTS[role])})")
         p.set_defaults(func=cmd_add_user, role=role)
+
+    grant = sub.add_parser("grant", help="set a user's monitoring permissions "
+                                         f"({', '.join(PERMISSIONS)})")
+    grant.add_argument("username")
+    grant.add_argument("permissions", type=_permissions,
+                       help="comma-separated, e.g. listen,whisper; '' removes all")
+    grant.set_defaults(func=cmd_grant)
 
     pw = sub.add_parser("set-password", help="change a user's password")
     pw.add_argument("username")

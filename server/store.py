@@ -191,6 +191,10 @@ class Store:
             for column, definition in columns.items():
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    if (table, column) == ("users", "permissions"):  # as if made today
+                        for role, perms in ROLE_DEFAULTS.items():
+                            self._db.execute("UPDATE users SET permissions=? WHERE role=?",
+                                             (",".join(perms), role))
         self._listeners: list[RowListener] = []
 
     def close(self) -> None:

@@ -90,11 +90,20 @@ def test_admin_commands(tmp_path):
     assert "created admin root" in fw("create-admin", "root", "--password-stdin",
                                       stdin="long-enough\n")
     fw("add-supervisor", "lee", "--name", "Lee", "--password-stdin", stdin="also-long\n")
+    fw("add-supervisor", "kim", "--can", "listen,whisper", "--password-stdin",
+       stdin="also-long\n")
+    assert "lee may now: listen, barge" in fw("grant", "lee", "listen,barge")
     token = fw("add-agent", "a-1", "--name", "Ann", "--team", "Sales").splitlines()[-1]
     assert token.startswith("fwa_")
     assert fw("add-api-token", "bi").splitlines()[-1].startswith("fwt_")
     listing = fw("list")
     assert "root" in listing and "lee" in listing and "a-1" in listing and token not in listing
+    assert "listen,whisper" in listing and "barge,listen" in listing
+    assert "audit,barge,listen,whisper" in listing  # an admin may do everything by default
+    refused = subprocess.run([sys.executable, "-m", "server.cli", "--data-dir", str(tmp_path),
+                              "grant", "lee", "eavesdrop"], capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode != 0 and "unknown permission 'eavesdrop'" in refused.stderr
     short = subprocess.run([sys.executable, "-m", "server.cli", "--data-dir", str(tmp_path),
                             "add-supervisor", "x", "--password-stdin"], input="short\n",
                            capture_output=True, text=True, timeout=30)
