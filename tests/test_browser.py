@@ -125,9 +125,11 @@ async def eventually(probe: Callable[[], Awaitable[Any]], want: Any,
 
 
 def shown_ids(page: Any) -> Callable[[], Awaitable[list[str]]]:
-    """The agent ids of the tiles on screen, in grid order."""
+    """The agent ids of the tiles on screen, in screen order (tiles are placed by the page, not
+    by their order in the DOM: `aria-posinset` is each tile's slot)."""
     return lambda: page.evaluate(
-        "[...document.querySelectorAll('#grid .tile:not([hidden])')]"
+        "[...document.querySelectorAll('#grid .tile:not([hidden])[aria-posinset]')]"
+        ".sort((a, b) => a.getAttribute('aria-posinset') - b.getAttribute('aria-posinset'))"
         ".map((el) => el.dataset.agentId)")
 
 
@@ -341,6 +343,10 @@ async def test_filters_sorts_and_wall_mode(aiohttp_server, tmp_path, pages):
         by_name = sorted(everyone, key=lambda a: NAMES[a])
         await page.select_option("#sort", "name")
         await eventually(ids, by_name)
+        # the slots are where the tiles are drawn: rows top to bottom, left to right
+        assert await page.evaluate("""[...document.querySelectorAll('#grid .tile:not([hidden])')]
+            .map((el) => [el.getBoundingClientRect(), el.dataset.agentId])
+            .sort(([a], [b]) => a.top - b.top || a.left - b.left).map(([, id]) => id)""") == by_name
         assert "sort=name" in page.url
         await page.select_option("#sort", "team")
         await eventually(ids, sorted(everyone, key=lambda a: (TEAMS[a], NAMES[a])))
@@ -525,3 +531,279 @@ async def test_the_wall_goes_stale_and_recovers_when_the_hub_restarts(tmp_path, 
         if hub.returncode is None:
             hub.send_signal(signal.SIGTERM)
             await hub.wait()
+
+
+# -- the agent drawer ---------------------------------------------------------------------------
+
+
+async def conversation(conn: HubConnection, seconds: float,
+                       agent: list[tuple[float, float]],
+                       customer: list[tuple[float, float]]) -> None:
+    """Call audio from its first sample: a loud tone on the agent channel during the `agent`
+    intervals and another on the customer channel during the `customer` ones (seconds), silence
+    elsewhere; sent faster than real time (the analysis runs on the audio's own clock)."""
+    n = RATE // 10
+    t = np.arange(n)
+    for i in range(round(seconds * 10)):
+        start = i / 10
+        chunk = np.zeros((n, 2), np.int16)
+        if any(a <= start < b for a, b in agent):
+            chunk[:, 0] = (8000 * np.sin(t * 0.3)).astype(np.int16)
+        if any(a <= start < b for a, b in customer):
+            chunk[:, 1] = (8000 * np.sin(t * 0.45)).astype(np.int16)
+        assert await conn.send_audio(encode_audio(i, i * n, chunk))
+        await asyncio.sleep(0.005)
+
+
+async def focused_agent(page: Any) -> str | None:
+    return await page.evaluate("document.activeElement?.dataset?.agentId ?? null")
+
+
+async def test_agent_drawer_timeline_transcript_alerts_history(aiohttp_server, tmp_path, pages):
+    hub = await start_hub(aiohttp_server, tmp_path)
+    conns = await staff(hub)
+    try:
+        # Maya's call: she talks, the customer cuts in (1.5 s of overtalk), the customer
+        # talks, then 6.5 s where nobody speaks (dead air), then Maya again.
+        await conversation(conns["a1"], 14.0, agent=[(0.0, 3.0), (12.5, 14.0)],
+                           customer=[(1.5, 5.0)])
+        await conns["a1"].send_transcript(
+            "c-a1", 4.0, "agent",
+            "These are Guaranteed Returns, just read me the card 4111 1111 1111 1111")
+        await conns["a1"].send_transcript("c-a1", 4.8, "customer", "I am not sure")
+        assert await conns["a1"].drain(timeout=5)
+
+        page = await pages.new()
+        await sign_in(page, hub.url)
+        await expect(page.locator("#drawer")).not_to_have_attribute("open", "")
+        await page.wait_for_selector('[data-alert-agent="a1"][data-kind="keyword"]')
+
+        # a click on the tile opens the drawer
+        await tile(page, "a1").click()
+        drawer = page.locator("#drawer")
+        await expect(drawer).to_have_attribute("open", "")
+        await expect(drawer).to_have_attribute("data-agent-id", "a1")
+        await expect(drawer.locator("#drawer-title")).to_have_text("Maya Singh")
+        await expect(drawer.locator(".d-team")).to_have_text("Sales A")
+        await expect(drawer.locator(".d-state")).to_have_text("On call")
+        await expect(drawer.locator(".d-call")).to_have_text("Call c-a1")
+        await expect(drawer).to_have_attribute("aria-label", "Details of Maya Singh")
+        assert await page.evaluate("document.activeElement.id") == "drawer-close"
+
+        # the timeline: both speakers, the overtalk and the dead air, the alerts as markers
+        timeline = drawer.locator("#drawer-timeline")
+        for kind in ("agent", "customer", "overtalk", "dead_air"):
+            await expect(timeline.locator(f'.d-span[data-kind="{kind}"]').first).to_be_visible()
+        for kind in ("keyword", "overtalk", "silence"):
+            await expect(timeline.locator(f'.d-mark[data-kind="{kind}"]')).to_have_count(1)
+        await expect(timeline).to_have_attribute("aria-label", re.compile(
+            r"agent spoke .*customer spoke .*1 overtalk and 1 dead-air spans; 3 alerts"))
+        # spans are placed in order along the call
+        lefts = await timeline.evaluate("""(box) => Object.fromEntries(
+            ['agent', 'overtalk', 'dead_air'].map((k) => [k,
+              box.querySelector(`.d-span[data-kind="${k}"]`).getBoundingClientRect().left]))""")
+        assert lefts["agent"] < lefts["overtalk"] < lefts["dead_air"]
+
+        # the transcript: masked, with the policy phrase highlighted
+        transcript = drawer.locator("#drawer-transcript")
+        await expect(transcript.locator("li")).to_have_count(2)
+        flagged = transcript.locator('li[data-match="true"]')
+        await expect(flagged).to_have_count(1)
+        await expect(flagged.locator("mark.d-hit")).to_have_text("Guaranteed Returns")
+        await expect(flagged).to_contain_text("**** **** **** 1111")
+        assert "4111 1111" not in await transcript.inner_text()
+        await expect(transcript.locator('li[data-speaker="customer"] mark')).to_have_count(0)
+
+        # the call's alerts, acknowledged from the drawer: gone from the panel too
+        keyword = drawer.locator('#drawer-alerts [data-alert-id][data-kind="keyword"]')
+        await expect(keyword.locator("button.d-ack")).to_have_text("Acknowledge")
+        await expect(drawer.locator('#drawer-alerts [data-kind="overtalk"]')).to_have_count(1)
+        await expect(drawer.locator('#drawer-alerts [data-kind="silence"]')).to_have_count(1)
+        alert_id = await keyword.get_attribute("data-alert-id")
+        await keyword.locator("button.d-ack").click()
+        await expect(keyword).to_have_attribute("data-acked", "true")
+        await expect(keyword.locator(".d-acked")).to_have_text(f"Acknowledged by {SUPERVISOR[0]}")
+        await expect(page.locator(f'#alert-list [data-alert-id="{alert_id}"]')).to_have_count(0)
+        await expect(timeline.locator(f'.d-mark[data-alert-id="{alert_id}"]')
+                     ).to_have_attribute("data-acked", "true")
+
+        # today's state history, newest first, kept up to date while open
+        history = drawer.locator("#drawer-history li")
+        await expect(history.first).to_have_attribute("data-state", "on_call")
+        await expect(history.first.locator(".d-hist-dur")).to_have_text("until now")
+        await expect(drawer.locator('#drawer-history li[data-state="logged_in"]')).to_have_count(1)
+        await conns["a1"].send_status("hold")
+        await expect(history.first).to_have_attribute("data-state", "hold", timeout=10_000)
+        await expect(drawer.locator(".d-state")).to_have_text("Hold")
+        await conns["a1"].send_status("on_call", call=call("c-a1"))
+
+        # the live transcript follows the call while the drawer is open
+        await conns["a1"].send_transcript("c-a1", 13.0, "customer", "call me on 13812345678")
+        await expect(transcript.locator("li")).to_have_count(3, timeout=10_000)
+        assert "13812345678" not in await transcript.inner_text()
+
+        # listen-in buttons: those the user's permissions allow (from /api/me), no others
+        perms = await page.evaluate("fetch('/api/me').then((r) => r.json())"
+                                    ".then((b) => b.user.permissions ?? b.permissions ?? [])")
+        for mode in ("listen", "whisper", "barge"):
+            button = drawer.locator(f'#drawer-listen [data-listen-mode="{mode}"]')
+            await (expect(button).to_be_visible() if mode in perms
+                   else expect(button).to_be_hidden())
+
+        # the drawer is modal: Tab stays inside it; the wall's shortcuts are off
+        for _ in range(12):
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("document.getElementById('drawer').contains("
+                                       "document.activeElement)")
+        await page.keyboard.press("w")
+        await expect(page.locator("body")).to_have_attribute("data-mode", "desk")
+
+        # Esc closes it, and the focus goes back to the tile
+        await page.keyboard.press("Escape")
+        await expect(drawer).not_to_have_attribute("open", "")
+        assert await focused_agent(page) == "a1"
+
+        # from the keyboard: arrows move between tiles in screen order, Enter opens
+        order = await shown_ids(page)()
+        await page.keyboard.press("ArrowRight")
+        assert await focused_agent(page) == order[order.index("a1") + 1]
+        await page.keyboard.press("Home")
+        assert await focused_agent(page) == order[0]
+        await page.keyboard.press("Enter")
+        await expect(drawer).to_have_attribute("data-agent-id", order[0])
+        await page.keyboard.press("Escape")
+        await expect(drawer).not_to_have_attribute("open", "")
+        assert await focused_agent(page) == order[0]
+
+        # an agent outside a call: no timeline, the history still there
+        await tile(page, "a2").click()
+        await expect(drawer).to_have_attribute("data-call", "false")
+        await expect(drawer.locator(".d-no-call")).to_have_text("Not on a call.")
+        await expect(drawer.locator("#drawer-timeline")).to_be_hidden()
+        await expect(drawer.locator('#drawer-history li[data-state="ready"]')).to_have_count(1)
+        await drawer.locator("#drawer-close").click()
+        await expect(drawer).not_to_have_attribute("open", "")
+        assert await focused_agent(page) == "a2"
+    finally:
+        await close_all(conns)
+
+
+async def test_drawer_in_chinese_and_listen_in_slot(aiohttp_server, tmp_path, pages):
+    hub = await start_hub(aiohttp_server, tmp_path)
+    conns = await staff(hub)
+    try:
+        await conversation(conns["a3"], 3.0, agent=[(0.0, 2.0)], customer=[(1.0, 3.0)])
+        await conns["a3"].send_transcript("c-a3", 1.0, "agent", "这个产品稳赚不赔，您放心")
+        assert await conns["a3"].drain(timeout=5)
+
+        zh = await pages.new(locale="zh-CN")
+        # A user allowed to listen and whisper but not to barge in: the hub's real /api/me
+        # answer, with the permissions set on its way to the page (so that this test does not
+        # depend on how accounts get their permissions).
+        async def with_permissions(route: Any) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["user"]["permissions"] = ["listen", "whisper"]
+            await route.fulfill(response=response, json=body)
+
+        await zh.route("**/api/me", with_permissions)
+        await sign_in(zh, hub.url)
+        await zh.wait_for_selector('[data-alert-agent="a3"][data-kind="keyword"]')
+        await tile(zh, "a3").click()
+        drawer = zh.locator("#drawer")
+        await expect(drawer).to_have_attribute("open", "")
+        await expect(drawer.locator("#d-timeline-h")).to_contain_text("通话时间线")
+        await expect(drawer.locator('.d-lane[data-lane="agent"] .d-lane-label')
+                     ).to_have_text("坐席")
+        await expect(drawer.locator('.d-lane[data-lane="dead_air"] .d-lane-label')
+                     ).to_have_text("冷场")
+        await expect(drawer.locator("#d-transcript-h")).to_have_text("实时转写（已脱敏）")
+        await expect(drawer.locator("#d-alerts-h")).to_have_text("本通话的告警")
+        await expect(drawer.locator("#d-history-h")).to_have_text("今日状态记录")
+        await expect(drawer.locator(".d-state")).to_have_text("通话中")
+        await expect(drawer.locator("#drawer-close")).to_contain_text("关闭")
+        await expect(drawer.locator("#drawer-transcript mark.d-hit")).to_have_text("稳赚不赔")
+        await expect(drawer.locator('#drawer-alerts [data-kind="keyword"] button.d-ack')
+                     ).to_have_text("确认")
+        await expect(drawer.locator("#drawer-history li").first.locator(".d-hist-dur")
+                     ).to_have_text("至今")
+        keys = json.loads((WEB / "strings.json").read_text(encoding="utf-8"))["zh-CN"]
+        shown = await drawer.inner_text()
+        assert [key for key in keys if key in shown] == [], "untranslated keys in the drawer"
+
+        # listen-in: the buttons the user may use, each sending `fw-listen` for web/listen.js
+        listen = drawer.locator("#drawer-listen")
+        await expect(listen).to_be_visible()
+        await expect(listen.locator('[data-listen-mode="listen"]')).to_have_text("监听")
+        await expect(listen.locator('[data-listen-mode="whisper"]')).to_have_text("耳语")
+        await expect(listen.locator('[data-listen-mode="barge"]')).to_be_hidden()
+        await zh.evaluate("""() => { window.__listen = [];
+            document.addEventListener('fw-listen', (ev) => window.__listen.push(ev.detail)); }""")
+        await listen.locator('[data-listen-mode="whisper"]').click()
+        assert await zh.evaluate("window.__listen") == [{"agentId": "a3", "mode": "whisper"}]
+
+        # a tile carrying `listeners` shows who listens, on the tile and in the drawer (the hub
+        # does not send the field yet: the patch is handed to the grid as the socket would)
+        await zh.evaluate("""() => window.floorwatch.grid.enqueuePatches([{agent_id: 'a3',
+            listeners: [{user: 'lead', mode: 'listen'}, {user: 'qa', mode: 'barge'}]}], [])""")
+        await expect(tile(zh, "a3")).to_have_attribute("data-listen", "barge")
+        await expect(tile(zh, "a3").locator(".t-listen .long")).to_have_text("已强插")
+        await expect(drawer.locator(".d-listen-marker")).to_have_text(
+            "正在介入：lead（监听）, qa（强插）")
+        await zh.keyboard.press("Escape")
+        await expect(drawer).not_to_have_attribute("open", "")
+        await expect(tile(zh, "a1")).to_have_attribute("data-listen", "none")
+    finally:
+        await close_all(conns)
+
+
+async def test_a_mouse_acknowledgement_leaves_the_a_key_on_the_newest_alert(
+        aiohttp_server, tmp_path, pages):
+    hub = await start_hub(aiohttp_server, tmp_path)
+    conns = await staff(hub)
+    try:
+        page = await pages.new()
+        await sign_in(page, hub.url)
+        # three alerts, oldest first: C (Maya), B (Zoe), A (Carl); the panel shows A, B, C
+        said = [("a1", 1.0), ("a3", 5.0), ("a5", 10.0)]
+        for agent_id, offset in said:
+            await conns[agent_id].send_transcript(f"c-{agent_id}", offset, "agent",
+                                                  "these are guaranteed returns")
+            await page.wait_for_selector(f'li.alert-row[data-alert-agent="{agent_id}"]')
+        rows = page.locator("li.alert-row")
+        await expect(rows).to_have_count(3)
+        order = [await rows.nth(i).get_attribute("data-alert-agent") for i in range(3)]
+        assert order == ["a5", "a3", "a1"]
+
+        # acknowledge the middle one with the mouse, then press `a`: the newest goes (not the
+        # row that slid under the pointer)
+        await page.click('li.alert-row[data-alert-agent="a3"] button.a-ack')
+        await expect(page.locator('li.alert-row[data-alert-agent="a3"]')).to_have_count(0)
+        assert await page.evaluate(
+            "document.activeElement.closest('[data-alert-id]') === null")
+        await page.keyboard.press("a")
+        await expect(page.locator('li.alert-row[data-alert-agent="a5"]')).to_have_count(0)
+        await expect(page.locator('li.alert-row[data-alert-agent="a1"]')).to_have_count(1)
+        await expect(page.locator("#unacked-count")).to_have_attribute("data-count", "1")
+
+        # from the keyboard the focus stays with the list: j to the first row, Tab to its
+        # button, Enter; the button keeps the focus while the acknowledgement is on its way
+        # (aria-disabled: a disabled button would drop it to the page), then the next row's
+        # button has it, and `a` acknowledges that focused row
+        await conns["a3"].send_transcript("c-a3", 20.0, "agent", "shut up and listen")
+        await expect(rows).to_have_count(2)
+        await page.evaluate("document.activeElement?.blur()")
+        await page.keyboard.press("j")
+        focused = "document.activeElement.closest('[data-alert-id]')?.dataset.alertAgent ?? null"
+        assert await page.evaluate(focused) == "a3"
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.matches('button.a-ack')")
+        await page.keyboard.press("Enter")
+        await expect(page.locator('li.alert-row[data-alert-agent="a3"]')).to_have_count(0)
+        await eventually(lambda: page.evaluate(focused), "a1")
+        assert await page.evaluate("document.activeElement.matches('button.a-ack')")
+        await page.keyboard.press("a")
+        await expect(rows).to_have_count(0)
+        await expect(page.locator("#unacked-count")).to_have_attribute("data-count", "0")
+    finally:
+        await close_all(conns)

@@ -150,6 +150,11 @@ export class AlertsPanel {
     this.rafId = 0;
     const focusedId = this.focusedId();
     const focusedIndex = focusedId ? [...this.list.querySelectorAll('.alert-row')].findIndex((r) => r.dataset.alertId === focusedId) : -1;
+    // Focus that came from the keyboard (j/k, Tab) follows the list when its row goes; focus a
+    // mouse click left on an Ack button does not (see the end of render).
+    const active = document.activeElement;
+    const keyboardFocus = Boolean(focusedId) && active.matches(':focus-visible');
+    const onButton = Boolean(focusedId) && active.matches('button.a-ack');
 
     const sorted = [...this.alerts.values()].sort(compareAlertsNewestFirst);
     const shown = sorted.slice(0, MAX_ROWS);
@@ -212,10 +217,18 @@ export class AlertsPanel {
     this.moreEl.hidden = hiddenCount <= 0;
     if (hiddenCount > 0) this.moreEl.textContent = t('alerts.more', { n: hiddenCount });
 
-    // Focus was on a row that went away (acknowledged): keep it in the list.
+    // Focus was on a row that went away (acknowledged). From the keyboard: on to the row now
+    // in its place (the same control), so j/k/a/Enter carry on. From a mouse click: to the list
+    // itself, so that `a` means "the newest alert" again rather than whichever row slid under
+    // the pointer.
     if (focusedId && !this.rows.has(focusedId) && focusedIndex >= 0) {
       const rows = this.list.querySelectorAll('.alert-row');
-      if (rows.length) rows[Math.min(focusedIndex, rows.length - 1)].focus();
+      if (keyboardFocus && rows.length) {
+        const row = rows[Math.min(focusedIndex, rows.length - 1)];
+        (onButton ? row.querySelector('button.a-ack') : row).focus();
+      } else {
+        this.list.focus({ preventScroll: true });
+      }
     }
   }
 }
@@ -283,6 +296,9 @@ function renderRow(row, a, agent, pending, error) {
   setText(row, row.btn, pending ? t('alerts.acking') : t('alerts.ack'));
   const aria = t('alerts.ack.aria', { severity: severityLabel(a.severity), kind: kindLabel(a.kind), agent });
   if (row.btn.getAttribute('aria-label') !== aria) row.btn.setAttribute('aria-label', aria);
-  row.btn.disabled = pending;
+  // aria-disabled, not disabled: disabling the focused button would drop the focus to <body>
+  // (and a click on it while pending is ignored by ack()).
+  if (pending) row.btn.setAttribute('aria-disabled', 'true');
+  else row.btn.removeAttribute('aria-disabled');
   setText(row, row.error, error);
 }

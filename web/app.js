@@ -6,6 +6,8 @@ import { ServerClock, fmtAge, fmtTimeOfDay } from './clock.js';
 import { SORT_KEYS, summariseAgentAlerts } from './model.js';
 import { TileGrid } from './tiles.js';
 import { AlertsPanel } from './alerts.js';
+import { AgentDrawer } from './drawer.js';
+import { initListen } from './listen.js';
 import { WallSocket } from './wallsocket.js';
 import { SoundCue } from './sound.js';
 import { alertDetail, kindLabel } from './labels.js';
@@ -71,11 +73,14 @@ async function main() {
   const sound = new SoundCue();
 
   // ---- tiles ----
+  let drawer = null; // the agent drawer, made once the alerts panel exists
   const grid = new TileGrid({
     grid: $('#grid'),
     area: $('#floor'),
     clock,
     onSummary: renderSummary,
+    onOpen: (agentId, tileEl) => drawer?.open(agentId, tileEl),
+    onTileChange: (agentId, changed) => drawer?.tileChanged(agentId, changed),
   });
   window.floorwatch = { grid, clock }; // for browser tests and debugging
 
@@ -91,16 +96,34 @@ async function main() {
   });
   window.floorwatch.panel = panel;
 
+  // ---- agent drawer ----
+  drawer = new AgentDrawer({
+    dialog: $('#drawer'),
+    grid,
+    panel,
+    clock,
+    ackRequest,
+    onUnauthorized: goLogin,
+  });
+  // `permissions` (listen, whisper, barge) decide which listen-in buttons the drawer shows.
+  drawer.setPermissions(me.user?.permissions ?? me.permissions ?? []);
+  // listen / whisper / barge over WebRTC (web/listen.js): drawer buttons and the spot check
+  initListen(me, { tileName: (agentId) => grid.record(agentId)?.name || agentId });
+  $('#audit-link').hidden = !(me.user?.permissions || []).includes('audit');
+  window.floorwatch.drawer = drawer;
+
   function renderUnacked() {
     const n = panel.unackedCount;
     const el = $('#unacked-count');
     el.textContent = String(n);
     el.dataset.count = String(n);
     $('#unacked').dataset.nonzero = String(n > 0);
+    drawer?.panelChanged();
   }
 
   /** After an alert left the unacked set: correct its agent's tile until the hub's patch arrives. */
   function settleTileAlert(alert) {
+    drawer?.alertChanged(alert);
     const rec = grid.record(alert.agent_id);
     if (!rec) return;
     const touchesTile = (rec.alert && String(rec.alert.id) === String(alert.id)) || rec.severity === alert.severity;
@@ -152,6 +175,7 @@ async function main() {
         const alert = msg.alert;
         if (!alert || alert.id === undefined) break;
         const { isNew } = panel.upsert(alert);
+        drawer.alertChanged(alert);
         if (isNew && alert.severity === 'critical') {
           sound.critical();
           const agent = grid.record(alert.agent_id)?.name || alert.agent_id;
@@ -308,6 +332,7 @@ async function main() {
   onLangChange(() => {
     grid.relabel();
     panel.relabel();
+    drawer.relabel();
     renderConn(socket.state);
     renderSound();
     setMode(document.body.dataset.mode);
@@ -324,6 +349,7 @@ async function main() {
   const help = $('#help');
   document.addEventListener('keydown', (ev) => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (drawer.isOpen) return; // the drawer is modal: it handles its own keys (Esc closes it)
     const typing = ev.target.closest?.('input, textarea, select, [contenteditable="true"]');
     if (ev.key === 'Escape') {
       if (ev.target === textInput && textInput.value) {
@@ -362,6 +388,7 @@ async function main() {
   const clockEl = $('#clock');
   function everySecond() {
     grid.tick();
+    drawer.tick();
     renderConnAge();
     const now = clock.now();
     clockEl.textContent = fmtTimeOfDay(now);

@@ -228,3 +228,130 @@ export function summariseAgentAlerts(alerts) {
   }
   return { alert: latest, severity };
 }
+
+// ---- the agent drawer -------------------------------------------------------------
+
+const SPAN_ALERT_KINDS = { silence: 'dead_air', overtalk: 'overtalk' };
+const MIN_WINDOW_S = 30;
+
+/**
+ * Spans and markers for the drawer's call timeline, in seconds of call audio.
+ * `call` is the hub's call view (`since_s`, `position_s`, `segments` with `end` null while
+ * speaking); `alerts` the call's alerts. Dead-air and overtalk spans come from their alerts
+ * (`offset_s` = where the span began, `duration_s` null while it lasts); moments where both
+ * spoke, too short to be an overtalk alert, are `overlap` spans.
+ * Returns {from, to, spans: [{kind, start, end, open, alertId?}], marks: [{alert, at}], totals}.
+ */
+export function timelineModel(call, alerts) {
+  const position = Number(call?.position_s) || 0;
+  const from = Math.max(0, Number(call?.since_s) || 0);
+  const to = Math.max(position, from + MIN_WINDOW_S);
+  const clip = (a, b) => [Math.max(from, a), Math.min(to, b)];
+  const spans = [];
+  const bySpeaker = { agent: [], customer: [] };
+  const totals = { agent: 0, customer: 0, overtalk: 0, dead_air: 0, alerts: 0 };
+  for (const seg of call?.segments || []) {
+    if (!(seg.speaker in bySpeaker)) continue;
+    const open = seg.end === null || seg.end === undefined;
+    const [start, end] = clip(Number(seg.start), open ? position : Number(seg.end));
+    if (!(end > start) && !open) continue;
+    bySpeaker[seg.speaker].push([start, end]);
+    spans.push({ kind: seg.speaker, start, end: Math.max(start, end), open });
+    totals[seg.speaker] += Math.max(0, end - start);
+  }
+  const alertSpans = [];
+  for (const a of alerts || []) {
+    const kind = SPAN_ALERT_KINDS[a.kind];
+    if (!kind || a.offset_s === null || a.offset_s === undefined) continue;
+    const open = a.duration_s === null || a.duration_s === undefined;
+    const startRaw = Number(a.offset_s);
+    const [start, end] = clip(startRaw, open ? position : startRaw + Number(a.duration_s));
+    if (end < start) continue;
+    alertSpans.push({ kind, start, end, open, alertId: String(a.id) });
+    totals[kind]++;
+  }
+  // Short overlaps: both speaking, outside an overtalk alert's span.
+  const ot = alertSpans.filter((s) => s.kind === 'overtalk');
+  for (const [a0, a1] of bySpeaker.agent) {
+    for (const [c0, c1] of bySpeaker.customer) {
+      const start = Math.max(a0, c0);
+      const end = Math.min(a1, c1);
+      if (end - start < 0.05) continue;
+      if (ot.some((s) => s.start <= start + 0.05 && s.end >= end - 0.05)) continue;
+      spans.push({ kind: 'overlap', start, end, open: false });
+    }
+  }
+  spans.push(...alertSpans);
+  const marks = [];
+  for (const a of alerts || []) {
+    if (a.offset_s === null || a.offset_s === undefined) continue;
+    const at = Number(a.offset_s);
+    if (at < from || at > to) continue;
+    marks.push({ alert: a, at });
+    totals.alerts++;
+  }
+  spans.sort((x, y) => x.start - y.start);
+  marks.sort((x, y) => x.at - y.at);
+  return { from, to, position, spans, marks, totals };
+}
+
+/** Axis ticks for a timeline from..to (seconds): every 15 s, 30 s, 1 min or 2 min. */
+export function timelineTicks(from, to) {
+  const span = to - from;
+  const step = span <= 60 ? 15 : span <= 180 ? 30 : span <= 420 ? 60 : 120;
+  const ticks = [];
+  for (let s = Math.ceil(from / step) * step; s <= to + 1e-6; s += step) ticks.push(s);
+  return ticks;
+}
+
+/**
+ * Where the policy phrases in `phrases` occur in `text` (case-insensitive), as sorted,
+ * merged [start, end) ranges; phrases not found verbatim (the hub matched them after
+ * normalising the text) are listed in `missing`.
+ */
+export function highlightRanges(text, phrases) {
+  const source = String(text || '');
+  // Lower-casing keeps the indices unless it changes a length (a few special letters).
+  const fold = (s) => { const l = s.toLowerCase(); return l.length === s.length ? l : s; };
+  const hay = fold(source);
+  const found = [];
+  const missing = [];
+  for (const raw of phrases || []) {
+    const phrase = String(raw || '');
+    if (!phrase) continue;
+    const needle = fold(phrase);
+    let at = hay.indexOf(needle);
+    if (at < 0) {
+      missing.push(phrase);
+      continue;
+    }
+    while (at >= 0) {
+      found.push([at, at + needle.length]);
+      at = hay.indexOf(needle, at + needle.length);
+    }
+  }
+  found.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const ranges = [];
+  for (const r of found) {
+    const last = ranges[ranges.length - 1];
+    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else ranges.push([r[0], r[1]]);
+  }
+  return { ranges, missing };
+}
+
+/**
+ * State history rows (hub order: oldest first) -> newest first, each with `startMs` and
+ * `durationMs` (until the next change; the newest runs until `now`, `current: true`).
+ */
+export function historyRows(rows, now) {
+  const out = [];
+  const list = (rows || []).map((r) => ({ ...r, startMs: parseTime(r.at) })).filter((r) => r.startMs !== null);
+  list.sort((a, b) => a.startMs - b.startMs);
+  for (let i = 0; i < list.length; i++) {
+    const next = list[i + 1];
+    const end = next ? next.startMs : now;
+    out.push({ ...list[i], durationMs: Math.max(0, end - list[i].startMs), current: !next });
+  }
+  return out.reverse();
+}

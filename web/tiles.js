@@ -1,21 +1,39 @@
 // The tile grid: one element per agent, kept in a Map and patched in place.
 //
-// Hub messages only queue work (enqueueSnapshot / enqueuePatches). All DOM writes happen
-// in one requestAnimationFrame callback (flush), and every write is skipped when the text
-// or attribute already has that value. Timers (time in state, call time, dead air) are
-// computed from the hub's clock by tick(), called from the page's single 1 s interval,
-// for the tiles that are on screen only. Re-sorting happens at most once per second.
+// Hub messages only queue work (enqueueSnapshot / enqueuePatches); all DOM writes happen in
+// requestAnimationFrame callbacks (flush), and every write is skipped when the text or
+// attribute already has that value. With a big floor the work is spread over frames:
+//
+// * patches: each frame applies at most `budget` queued tile patches (new tiles, alerts,
+//   severity, connection and listener changes first, unbudgeted). The budget follows the frame
+//   rate the page gets; patches for a tile that waits are merged, so the backlog never grows
+//   past one patch per tile.
+// * timers (time in state, call time, dead air): each tile's texts change at its own second
+//   boundaries, so each tile is ticked when its next text is due, not all in one frame a second.
+// * placement: tiles have one fixed size and are absolutely placed; a sort (at most once a
+//   second) or a filter moves tiles with a transform, never by moving DOM nodes.
+//
+// Keyboard: the grid is one tab stop (roving tabindex); arrow keys, Home and End move between
+// tiles in screen order, Enter or Space opens the agent's drawer (onOpen).
 
 import { getLang, t, tOr } from './i18n.js';
 import { fmtDuration } from './clock.js';
 import {
-  STATES, ORDER_FIELDS, ageLevel, comparatorFor, computeLayout, lisIndices, makeCollator, matchesFilter, mergeTile,
+  STATES, ORDER_FIELDS, ageLevel, comparatorFor, computeLayout, makeCollator, matchesFilter, mergeTile,
 } from './model.js';
 import {
   alertDetail, kindLabel, severityLabel, severityShortLabel, stateLabel, stateShortLabel,
 } from './labels.js';
 
 const SORT_INTERVAL_MS = 1000;
+const SUMMARY_INTERVAL_MS = 250;
+// Fields whose change shows at once, whatever the backlog.
+const URGENT_FIELDS = ['alert', 'severity', 'connected', 'listeners'];
+const BUDGET_START = 64;
+const BUDGET_MIN = 12;
+const BUDGET_MAX = 2000;
+const TICK_BUDGET = 120; // timer updates per frame at most (an aligned burst spreads over frames)
+const LISTEN_RANK = { listen: 1, whisper: 2, barge: 3 };
 
 /** Replace an element's text, reusing its Text node (cheaper for layout than textContent). */
 function setNodeText(node, value) {
@@ -32,8 +50,10 @@ function buildPrototype() {
   const el = document.createElement('article');
   el.className = 'tile';
   el.setAttribute('role', 'listitem');
+  el.tabIndex = -1;
+  el.setAttribute('aria-describedby', 'tile-hint');
   el.innerHTML = `
-<div class="r r-head"><span class="t-name"></span><span class="t-team"></span><span class="t-flag t-sev-mini"></span><span class="t-flag t-disc"><span class="long"></span><span class="short"></span></span></div>
+<div class="r r-head"><span class="t-name"></span><span class="t-team"></span><span class="t-flags"><span class="t-flag t-listen"><span class="long"></span><span class="short"></span></span><span class="t-flag t-sev-mini"></span><span class="t-flag t-disc"><span class="long"></span><span class="short"></span></span></span></div>
 <div class="r r-state"><span class="t-state"><span class="long"></span><span class="short"></span></span><span class="t-reason"></span><span class="t-time t-state-time"></span></div>
 <div class="r r-dead"><span class="t-dead-label"></span><span class="t-time t-dead-time"></span></div>
 <div class="r r-call"><span class="t-dir"></span><span class="t-time t-call-time"></span><span class="t-ot"><span class="long"></span><span class="short"></span></span></div><div class="r r-talk"><span class="t-spk" role="img" data-who="agent" data-on="false"></span><span class="t-ratio" data-empty="true"><span class="bar" aria-hidden="true"><span class="fill"></span></span><span class="pct"></span></span><span class="t-spk" role="img" data-who="customer" data-on="false"></span></div>
@@ -50,6 +70,8 @@ class TileView {
     this.el = el;
     const q = (sel) => el.querySelector(sel);
     this.n = {
+      listenLong: q('.t-listen .long'),
+      listenShort: q('.t-listen .short'),
       name: q('.t-name'),
       team: q('.t-team'),
       sevMini: q('.t-sev-mini'),
@@ -77,6 +99,9 @@ class TileView {
     this.texts = new Map(); // node -> last text written
     this.attrs = new Map(); // node -> {attribute name: last value written}
     this.hidden = false;
+    this.pos = -1; // slot on screen (index in the shown order), -1 before the first placement
+    this.xy = ''; // last transform written
+    this.nextAt = Infinity; // hub time at which a timer text changes next
   }
 
   /** Forget what was written, so the next render writes everything (language switch). */
@@ -150,6 +175,7 @@ class TileView {
       this.attr(el, 'data-severity', rec.severity || 'none');
       this.text(n.sevMini, severityShortLabel(rec.severity));
     }
+    if (has('listeners')) this.renderListeners(rec.listeners);
     if (has('connected')) this.attr(el, 'data-connected', rec.connected === false ? 'false' : 'true');
     if (has('dead_air_since')) this.attr(el, 'data-dead-air', rec._deadAirSince !== null ? 'true' : 'false');
     if (has('call_id', 'direction', 'state')) {
@@ -198,19 +224,50 @@ class TileView {
     }
   }
 
-  /** Write the clock-driven parts: timers and the time-in-state colour step. */
+  /** "A supervisor is listening" marker: the most intrusive mode shown, everyone in the title. */
+  renderListeners(listeners) {
+    const list = Array.isArray(listeners) ? listeners.filter((l) => l && LISTEN_RANK[l.mode]) : [];
+    let mode = 'none';
+    for (const l of list) if (mode === 'none' || LISTEN_RANK[l.mode] > LISTEN_RANK[mode]) mode = l.mode;
+    this.attr(this.el, 'data-listen', mode);
+    if (mode === 'none') return;
+    this.text(this.n.listenLong, t(`listen.marker.${mode}`));
+    this.text(this.n.listenShort, t(`listen.marker.${mode}.short`));
+    const who = list.map((l) => t('listen.who', { user: l.user || '?', mode: t(`listen.mode.${l.mode}`) })).join(', ');
+    this.attr(this.n.listenLong.parentNode, 'title', who);
+  }
+
+  /**
+   * Write the clock-driven parts (timers, the time-in-state colour step) and remember when the
+   * next of them changes: each timer text changes on its own second boundary.
+   */
   tick(rec, now) {
     const n = this.n;
+    let next = Infinity;
+    const due = (since) => {
+      const at = since + (Math.floor(Math.max(0, now - since) / 1000) + 1) * 1000;
+      if (at < next) next = at;
+    };
     if (rec._stateSince !== null) {
       const ms = now - rec._stateSince;
       this.time(n.stateTime, fmtDuration(ms));
       this.attr(this.el, 'data-age', String(ageLevel(ms)));
+      due(rec._stateSince);
     } else {
       this.time(n.stateTime, '');
       this.attr(this.el, 'data-age', '0');
     }
-    this.time(n.callTime, rec._callStarted !== null ? fmtDuration(now - rec._callStarted) : '');
-    if (rec._deadAirSince !== null) this.time(n.deadTime, fmtDuration(now - rec._deadAirSince));
+    if (rec._callStarted !== null) {
+      this.time(n.callTime, fmtDuration(now - rec._callStarted));
+      due(rec._callStarted);
+    } else {
+      this.time(n.callTime, '');
+    }
+    if (rec._deadAirSince !== null) {
+      this.time(n.deadTime, fmtDuration(now - rec._deadAirSince));
+      due(rec._deadAirSince);
+    }
+    this.nextAt = next;
   }
 }
 
@@ -223,31 +280,47 @@ export class TileGrid {
    * @param {HTMLElement} o.area      element whose size the tiles fill (scrolls if needed)
    * @param {{now(): number}} o.clock hub clock
    * @param {(summary) => void} o.onSummary  counts per state, shown/total, teams
+   * @param {(agentId: string, tileEl: HTMLElement) => void} [o.onOpen]  a tile was clicked or
+   *   Enter/Space pressed on it
+   * @param {(agentId: string, changed: Set<string>) => void} [o.onTileChange]  a tile's record
+   *   changed (after the DOM write)
    */
-  constructor({ grid, area, clock, onSummary }) {
+  constructor({ grid, area, clock, onSummary, onOpen, onTileChange }) {
     this.grid = grid;
     this.area = area;
     this.clock = clock;
     this.onSummary = onSummary || (() => {});
+    this.onOpen = onOpen || (() => {});
+    this.onTileChange = onTileChange || (() => {});
     this.records = new Map();
     this.views = new Map();
     this.pendingSnapshot = null;
-    this.pendingPatches = new Map();
+    this.pendingPatches = new Map(); // agent id -> merged patch, oldest first
+    this.urgentPatches = new Map();
     this.pendingRemoved = new Set();
     this.rafId = 0;
+    this.wakeTimer = 0;
+    this.wakeAt = Infinity;
     this.sortKey = 'risk';
     this.filter = { team: '', state: '', text: '' };
     this.collator = makeCollator(getLang());
     this.orderDirty = false;
+    this.placeNow = false; // a user's action or a new tile: place without waiting for the sort gate
     this.lastSortAt = -Infinity;
-    this.sortTimer = 0;
     this.summaryDirty = true;
+    this.summaryNow = true;
+    this.lastSummaryAt = -Infinity;
     this.layoutDirty = true;
-    this.shownCount = 0;
+    this.L = null;
+    this.shown = []; // agent ids on screen, in screen order
+    this.activeId = null; // the tile that holds the grid's tab stop
     this.onScreen = new Set(); // tiles in view; only tracked while the grid scrolls
     this.scrolling = false;
     this.layoutOpts = { gap: 6, maxFs: 32 };
-    this.stats = { flushes: 0, patches: 0, moves: 0, lastFlushMs: 0 };
+    this.budget = BUDGET_START;
+    this.lastFrameTs = 0;
+    this.hadBacklog = false;
+    this.stats = { flushes: 0, patches: 0, applied: 0, moves: 0, ticks: 0, lastFlushMs: 0, backlog: 0, budget: this.budget };
 
     this.io = new IntersectionObserver((entries) => {
       const now = this.clock.now();
@@ -265,6 +338,14 @@ export class TileGrid {
 
     this.ro = new ResizeObserver(() => { this.layoutDirty = true; this.schedule(); });
     this.ro.observe(area);
+
+    grid.addEventListener('click', (ev) => {
+      const el = ev.target.closest?.('.tile[data-agent-id]');
+      if (!el || !grid.contains(el)) return;
+      this.setActive(el.dataset.agentId, false);
+      this.onOpen(el.dataset.agentId, el);
+    });
+    grid.addEventListener('keydown', (ev) => this.onKey(ev));
   }
 
   // -- input (called from socket handlers; never touches the DOM) --
@@ -272,6 +353,7 @@ export class TileGrid {
   enqueueSnapshot(tiles) {
     this.pendingSnapshot = tiles;
     this.pendingPatches.clear();
+    this.urgentPatches.clear();
     this.pendingRemoved.clear();
     this.schedule();
   }
@@ -279,12 +361,25 @@ export class TileGrid {
   enqueuePatches(patches, removed) {
     for (const p of patches || []) {
       if (!p || !p.agent_id) continue;
-      this.pendingRemoved.delete(p.agent_id);
-      const prev = this.pendingPatches.get(p.agent_id);
-      this.pendingPatches.set(p.agent_id, prev ? Object.assign(prev, p) : { ...p });
+      const id = p.agent_id;
+      this.pendingRemoved.delete(id);
+      let queue = this.pendingPatches;
+      if (this.urgentPatches.has(id) || !this.records.has(id) || URGENT_FIELDS.some((f) => f in p)) {
+        // A new tile or an alert: not held back by the budget. A patch already waiting for
+        // this tile goes with it, so the order of changes is kept.
+        queue = this.urgentPatches;
+        const waiting = this.pendingPatches.get(id);
+        if (waiting) {
+          this.pendingPatches.delete(id);
+          this.urgentPatches.set(id, Object.assign(this.urgentPatches.get(id) || {}, waiting));
+        }
+      }
+      const prev = queue.get(id);
+      queue.set(id, prev ? Object.assign(prev, p) : { ...p });
     }
     for (const id of removed || []) {
       this.pendingPatches.delete(id);
+      this.urgentPatches.delete(id);
       this.pendingRemoved.add(id);
     }
     this.stats.patches += (patches || []).length;
@@ -299,7 +394,7 @@ export class TileGrid {
   setSort(key) {
     if (key === this.sortKey) return;
     this.sortKey = key;
-    this.lastSortAt = -Infinity; // a user's choice applies at once
+    this.placeNow = true; // a user's choice applies at once
     this.orderDirty = true;
     this.schedule();
   }
@@ -307,8 +402,11 @@ export class TileGrid {
   setFilter(filter) {
     this.filter = { ...this.filter, ...filter };
     for (const [id, rec] of this.records) this.applyFilter(id, rec);
+    this.placeNow = true;
+    this.orderDirty = true;
     this.layoutDirty = true;
     this.summaryDirty = true;
+    this.summaryNow = true;
     this.schedule();
   }
 
@@ -329,8 +427,9 @@ export class TileGrid {
       view.tick(rec, now);
     }
     this.orderDirty = true;
-    this.lastSortAt = -Infinity;
+    this.placeNow = true;
     this.summaryDirty = true;
+    this.summaryNow = true;
     this.schedule();
   }
 
@@ -342,17 +441,42 @@ export class TileGrid {
     return this.records.get(agentId);
   }
 
+  tileElement(agentId) {
+    return this.views.get(agentId)?.el || null;
+  }
+
+  /** Put keyboard focus on a tile (e.g. when the agent drawer closes). */
+  focusTile(agentId) {
+    const view = this.views.get(agentId);
+    if (!view || view.hidden) return false;
+    this.setActive(agentId, true);
+    return true;
+  }
+
   // -- output --
 
   schedule() {
-    if (!this.rafId) this.rafId = requestAnimationFrame(() => this.flush());
+    if (!this.rafId) this.rafId = requestAnimationFrame((ts) => this.flush(ts));
   }
 
-  flush() {
+  /** Schedule a frame at hub time `at` (the next timer due), unless one comes sooner. */
+  wake(at) {
+    if (at >= this.wakeAt || !Number.isFinite(at)) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeAt = at;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = 0;
+      this.wakeAt = Infinity;
+      this.schedule();
+    }, Math.max(0, at - this.clock.now()));
+  }
+
+  flush(ts = performance.now()) {
     this.rafId = 0;
     const t0 = performance.now();
     const now = this.clock.now();
     this.stats.flushes++;
+    this.adaptBudget(ts);
 
     if (this.pendingSnapshot) {
       this.replaceAll(this.pendingSnapshot, now);
@@ -361,33 +485,83 @@ export class TileGrid {
     for (const id of this.pendingRemoved) this.removeTile(id);
     this.pendingRemoved.clear();
 
+    for (const [id, patch] of this.urgentPatches) this.apply(id, patch, now);
+    this.urgentPatches.clear();
+    let left = this.budget;
     for (const [id, patch] of this.pendingPatches) {
-      let rec = this.records.get(id);
-      let view = this.views.get(id);
-      const isNew = !rec;
-      if (isNew) {
-        rec = {};
-        view = this.addTile(id, rec);
-      }
-      const changed = mergeTile(rec, patch);
-      if (changed.size === 0) continue;
-      view.render(rec, isNew ? null : changed);
-      if (isNew || changed.has('state_since') || changed.has('call_started_at') || changed.has('dead_air_since')) view.tick(rec, now);
-      for (const f of changed) {
-        if (ORDER_FIELDS.has(f)) {
-          this.orderDirty = true;
-          this.summaryDirty = true;
-          this.applyFilter(id, rec);
-          break;
-        }
-      }
+      if (left-- <= 0) break;
+      this.pendingPatches.delete(id);
+      this.apply(id, patch, now);
     }
-    this.pendingPatches.clear();
+    this.hadBacklog = this.pendingPatches.size > 0;
+    this.stats.backlog = this.pendingPatches.size;
 
     if (this.layoutDirty) this.layout();
-    if (this.orderDirty) this.maybeSort();
-    if (this.summaryDirty) this.summarise();
+    if (this.orderDirty || this.placeNow) this.maybeSort();
+    const nextTimer = this.tickDue(now);
+    if (this.summaryDirty) {
+      // Data changes update the header counts at most 4 times a second; a new floor, a new or
+      // removed tile or the user's own filter at once.
+      const wait = this.summaryNow ? 0 : this.lastSummaryAt + SUMMARY_INTERVAL_MS - t0;
+      if (wait <= 0) this.summarise(t0);
+      else this.wake(now + wait);
+    }
+    if (this.hadBacklog || this.pendingSnapshot) this.schedule();
+    else this.wake(nextTimer);
     this.stats.lastFlushMs = performance.now() - t0;
+  }
+
+  /**
+   * Patches per frame follow the frames the page actually gets: fewer when the last frame that
+   * applied a full budget came late, more while frames keep their pace.
+   */
+  adaptBudget(ts) {
+    const delta = ts - this.lastFrameTs;
+    this.lastFrameTs = ts;
+    if (!this.hadBacklog || delta <= 0 || delta > 1000) return;
+    if (delta > 24) this.budget = Math.max(BUDGET_MIN, Math.floor(this.budget * 0.75));
+    else if (delta < 19) this.budget = Math.min(BUDGET_MAX, Math.ceil(this.budget * 1.15) + 1);
+    this.stats.budget = this.budget;
+  }
+
+  apply(id, patch, now) {
+    let rec = this.records.get(id);
+    let view = this.views.get(id);
+    const isNew = !rec;
+    if (isNew) {
+      rec = {};
+      view = this.addTile(id, rec);
+    }
+    const changed = mergeTile(rec, patch);
+    this.stats.applied++;
+    if (changed.size === 0) return;
+    view.render(rec, isNew ? null : changed);
+    if (isNew || changed.has('state_since') || changed.has('call_started_at') || changed.has('dead_air_since')) view.tick(rec, now);
+    for (const f of changed) {
+      if (ORDER_FIELDS.has(f)) {
+        this.orderDirty = true;
+        this.summaryDirty = true;
+        this.applyFilter(id, rec);
+        break;
+      }
+    }
+    this.onTileChange(id, changed);
+  }
+
+  /** Tick the tiles whose timer text is due, at most TICK_BUDGET a frame. Returns the next due time. */
+  tickDue(now) {
+    let next = Infinity;
+    let left = TICK_BUDGET;
+    for (const [id, view] of this.views) {
+      if (view.hidden || (this.scrolling && !this.onScreen.has(id))) continue;
+      if (view.nextAt <= now && left > 0) {
+        left--;
+        this.stats.ticks++;
+        view.tick(this.records.get(id), now);
+      }
+      if (view.nextAt < next) next = view.nextAt;
+    }
+    return next;
   }
 
   replaceAll(tiles, now) {
@@ -407,11 +581,13 @@ export class TileGrid {
       view.render(rec);
       view.tick(rec, now);
       this.applyFilter(tile.agent_id, rec);
+      this.onTileChange(tile.agent_id, null);
     }
     for (const id of [...this.records.keys()]) if (!keep.has(id)) this.removeTile(id);
     this.orderDirty = true;
-    this.lastSortAt = -Infinity;
+    this.placeNow = true;
     this.summaryDirty = true;
+    this.summaryNow = true;
     this.layoutDirty = true;
   }
 
@@ -422,14 +598,17 @@ export class TileGrid {
     this.grid.appendChild(view.el);
     if (this.scrolling) this.io.observe(view.el);
     this.orderDirty = true;
+    this.placeNow = true; // a new tile gets its slot in this frame
     this.layoutDirty = true;
     this.summaryDirty = true;
+    this.summaryNow = true;
     return view;
   }
 
   removeTile(id) {
     const view = this.views.get(id);
     if (!view) return;
+    const hadFocus = view.el.contains(document.activeElement);
     this.io.unobserve(view.el);
     view.el.remove();
     this.views.delete(id);
@@ -437,6 +616,13 @@ export class TileGrid {
     this.onScreen.delete(id);
     this.layoutDirty = true;
     this.summaryDirty = true;
+    this.summaryNow = true;
+    this.orderDirty = true;
+    this.placeNow = true;
+    if (this.activeId === id) {
+      this.activeId = null;
+      if (hadFocus) this.grid.focus?.();
+    }
   }
 
   applyFilter(id, rec) {
@@ -447,6 +633,8 @@ export class TileGrid {
       view.hidden = hide;
       view.el.hidden = hide;
       this.layoutDirty = true;
+      this.orderDirty = true;
+      this.placeNow = true; // shown or hidden at once: the others close up
     }
   }
 
@@ -454,20 +642,22 @@ export class TileGrid {
     this.layoutDirty = false;
     let shown = 0;
     for (const v of this.views.values()) if (!v.hidden) shown++;
-    this.shownCount = shown;
     const style = getComputedStyle(this.area);
     const w = this.area.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
     const h = this.area.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
     const L = computeLayout(w, h, shown, this.layoutOpts);
-    const key = `${L.cols}|${L.tileH}|${L.fs}|${L.density}|${L.scroll}`;
+    L.gap = this.layoutOpts.gap;
+    L.tileW = Math.floor(L.tileW * 10) / 10;
+    const key = `${L.cols}|${L.tileW}|${L.tileH}|${L.fs}|${L.density}|${L.scroll}|${L.gap}`;
     if (key === this.layoutKey) return;
     this.layoutKey = key;
+    this.L = L;
     const gs = this.grid.style;
-    gs.setProperty('--cols', String(L.cols));
+    gs.setProperty('--tile-w', `${L.tileW}px`);
     gs.setProperty('--tile-h', `${L.tileH}px`);
-    gs.setProperty('--gap', `${this.layoutOpts.gap}px`);
     gs.setProperty('--fs', `${L.fs}px`);
     this.grid.dataset.density = L.density;
+    this.grid.dataset.cols = String(L.cols);
     this.grid.dataset.scroll = String(L.scroll);
     if (L.scroll !== this.scrolling) {
       // Every tile is on screen unless the grid scrolls: only then is visibility tracked.
@@ -476,41 +666,102 @@ export class TileGrid {
       this.io.disconnect();
       if (L.scroll) for (const v of this.views.values()) this.io.observe(v.el);
     }
+    for (const v of this.views.values()) v.xy = ''; // every slot moved
+    this.placeNow = true;
     this.summaryDirty = true;
   }
 
   maybeSort() {
     const t = performance.now();
-    const wait = this.lastSortAt + SORT_INTERVAL_MS - t;
-    if (wait > 0) {
-      if (!this.sortTimer) {
-        this.sortTimer = setTimeout(() => { this.sortTimer = 0; this.schedule(); }, wait);
+    if (!this.placeNow) {
+      const wait = this.lastSortAt + SORT_INTERVAL_MS - t;
+      if (wait > 0) {
+        this.wake(this.clock.now() + wait);
+        return;
       }
-      return;
     }
     this.lastSortAt = t;
     this.orderDirty = false;
+    this.placeNow = false;
     const recs = [...this.records.values()].sort(comparatorFor(this.sortKey, this.collator));
-    // Move only the tiles that are out of place: those outside the longest run that is
-    // already in order (each move restyles and re-lays out the moved tile).
-    const grid = this.grid;
-    const pos = new Map();
-    let i = 0;
-    for (const child of grid.children) pos.set(child, i++);
-    const els = recs.map((rec) => this.views.get(rec.agent_id).el);
-    const keep = lisIndices(els.map((el) => pos.get(el) ?? -1));
-    let anchor = null;
-    for (let k = els.length - 1; k >= 0; k--) {
-      if (!keep.has(k)) {
-        grid.insertBefore(els[k], anchor);
-        this.stats.moves++;
-      }
-      anchor = els[k];
-    }
+    this.place(recs);
   }
 
-  summarise() {
+  /** Give every shown tile its slot in `recs` order: a transform, and its position for assistive tech. */
+  place(recs) {
+    const L = this.L;
+    if (!L) return;
+    const shown = [];
+    for (const rec of recs) {
+      const view = this.views.get(rec.agent_id);
+      if (!view || view.hidden) continue;
+      const i = shown.length;
+      shown.push(rec.agent_id);
+      if (view.pos === i && view.xy) continue;
+      const x = (i % L.cols) * (L.tileW + L.gap);
+      const y = Math.floor(i / L.cols) * (L.tileH + L.gap);
+      const xy = `translate(${Math.round(x)}px, ${y}px)`;
+      if (view.xy !== xy) {
+        view.xy = xy;
+        view.el.style.transform = xy; // CSSOM, not a style attribute: fine under a strict CSP
+        this.stats.moves++;
+      }
+      if (view.pos !== i) {
+        view.pos = i;
+        view.el.setAttribute('aria-posinset', String(i + 1));
+      }
+    }
+    const count = String(shown.length);
+    if (this.grid.dataset.count !== count) {
+      this.grid.dataset.count = count;
+      for (const id of shown) this.views.get(id).el.setAttribute('aria-setsize', count);
+    }
+    this.shown = shown;
+    if (!this.activeId || !shown.includes(this.activeId)) this.setActive(shown[0] || null, false);
+  }
+
+  // -- keyboard: one tab stop for the grid, arrows move in screen order --
+
+  setActive(agentId, focus) {
+    if (this.activeId !== agentId) {
+      const before = this.views.get(this.activeId);
+      if (before) before.el.tabIndex = -1;
+      this.activeId = agentId;
+    }
+    const view = this.views.get(agentId);
+    if (!view) return;
+    view.el.tabIndex = 0;
+    if (focus) view.el.focus({ preventScroll: false });
+  }
+
+  onKey(ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const el = ev.target.closest?.('.tile[data-agent-id]');
+    if (!el) return;
+    const id = el.dataset.agentId;
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      ev.stopPropagation();
+      this.onOpen(id, el);
+      return;
+    }
+    const cols = this.L?.cols || 1;
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols };
+    const i = this.shown.indexOf(id);
+    let next = null;
+    if (ev.key in moves) next = i + moves[ev.key];
+    else if (ev.key === 'Home') next = 0;
+    else if (ev.key === 'End') next = this.shown.length - 1;
+    else return;
+    ev.preventDefault();
+    next = Math.max(0, Math.min(this.shown.length - 1, next));
+    if (this.shown[next]) this.setActive(this.shown[next], true);
+  }
+
+  summarise(t = performance.now()) {
     this.summaryDirty = false;
+    this.summaryNow = false;
+    this.lastSummaryAt = t;
     const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
     const teams = new Set();
     let disconnected = 0;
@@ -524,16 +775,11 @@ export class TileGrid {
     this.onSummary({ counts, disconnected, total: this.records.size, shown, teams: [...teams] });
   }
 
-  /** Called once a second by the page: update the timers of the tiles on screen. */
+  /**
+   * Timers are ticked per tile when due (see flush); the page still calls this once a second as
+   * a safety net (a hub clock that jumped, a timer missed while the tab was hidden).
+   */
   tick() {
-    const now = this.clock.now();
-    if (this.scrolling) {
-      for (const id of this.onScreen) {
-        const view = this.views.get(id);
-        if (view && !view.hidden) view.tick(this.records.get(id), now);
-      }
-      return;
-    }
-    for (const [id, view] of this.views) if (!view.hidden) view.tick(this.records.get(id), now);
+    this.schedule();
   }
 }
