@@ -18,10 +18,10 @@ them the benchmark's conversation audio round-robin, 100 ms chunks, timing each 
 Figures are microseconds of CPU per chunk (one call's 100 ms of stereo audio); `1e6 / (10 × µs)`
 is how many calls one core could analyse if nothing else ran.
 
-`--trees HEAD~1,HEAD` compares versions of the hub in one run: each git ref's `server/` (and
-`agent_client/`) is unpacked to a temporary directory and measured with this benchmark's code,
-in a fresh process, the trees taking turns for `--rounds` rounds; the table gives each stage's
-median per tree and the ratio to the first. `.` is the working tree.
+`--trees A,B` compares versions of the hub in one run: each git ref's `server/` (with
+`agent_client/` and `web/`) is unpacked to a temporary directory and measured with this
+benchmark's code, in a fresh process, the trees taking turns for `--rounds` rounds; the table
+gives each stage's median per tree and the ratio to the first. `.` is the working tree.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def _unpack(ref: str, into: Path) -> Path:
     if ref == ".":
         return REPO
     into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", ref, "server", "agent_client"], cwd=REPO,
+    archive = subprocess.run(["git", "archive", ref, "server", "agent_client", "web"], cwd=REPO,
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     shutil.copytree(REPO / "bench", into / "bench",

@@ -74,8 +74,8 @@ class CallAnalyzer:
         self.gap_s = 0.0
         self.on_hold = False
         self.finished = False
-        self._changes = 1  # bumped whenever what a snapshot shows may have moved
-        self._changes_seen = 0
+        self._changes = 0  # bumped by every analysis event and hold change
+        self._tile_key: tuple[int, float | None, float] | None = None
 
     @property
     def position_s(self) -> float:
@@ -106,8 +106,7 @@ class CallAnalyzer:
         out += self.dead_air.advance(now)
         out += self._note(self.overtalk.advance(now))
         self.stats.advance()
-        agent, customer = self.gates
-        if out or agent.speaking or customer.speaking:
+        if out:
             self._changes += 1
         return out
 
@@ -132,16 +131,19 @@ class CallAnalyzer:
         self._changes += 1
         return out
 
-    def tile_stale(self) -> bool:
-        """Whether what `snapshot()` shows may have changed since this last returned True.
+    def tile_stale(self, ratio_digits: int = 2, monologue_digits: int = 0) -> bool:
+        """Whether what `snapshot()` shows, at the precision a tile shows it (talk ratio to
+        0.01, longest monologue to the second), may have changed since this last returned True.
 
-        False only when nothing can have moved: no analysis event, nobody speaking (talk ratio
-        and monologue grow only with speech), no hold change. Lets the hub skip building a
-        snapshot and a tile diff for the ~half of all chunks that change nothing.
+        Speech edges, counts, dead air and holds come with analysis events; between them only
+        the talk ratio and the monologue move, and only with speech. Lets the hub skip the
+        snapshot and the tile diff for the chunks that change nothing a wall would show.
         """
-        if self._changes == self._changes_seen:
+        key = (self._changes, _rounded(self.stats.talk_ratio(), ratio_digits),
+               round(self.stats.longest_monologue_s, monologue_digits))
+        if key == self._tile_key:
             return False
-        self._changes_seen = self._changes
+        self._tile_key = key
         return True
 
     def snapshot(self) -> TalkSnapshot:
@@ -228,3 +230,7 @@ class CallAnalyzer:
         if not self.on_hold:
             self.dead_air.resume(offset / self.sample_rate)
         return out
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
