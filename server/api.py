@@ -45,7 +45,15 @@ async def login_page(request: web.Request) -> web.FileResponse:
 async def me(request: web.Request) -> web.Response:
     user = caller(request)
     assert user is not None
-    return web.json_response({"user": user_json(user)})
+    listen = _hub(request).settings.listen
+    # the browser needs the ICE servers before it makes its offer (docs/protocol.md §4)
+    ice = [{"urls": url, **({"username": listen.ice_username, "credential": listen.ice_credential}
+                             if url.startswith("turn") and listen.ice_username else {})}
+           for url in listen.ice_servers]
+    return web.json_response({"user": user_json(user), "monitoring": {
+        "enabled": listen.enabled, "ice_servers": ice,
+        "require_reason": listen.require_reason,
+        "max_listeners_per_call": listen.max_listeners_per_call}})
 
 
 @routes.get("/api/tiles")
