@@ -8,14 +8,16 @@ on the bus. The wall clock is passed in (`now`), never read here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.analysis.call import CallAnalyzer, ScorerFactory, webrtc_scorer
 from server.analysis.keywords import KeywordMatcher
+from server.analysis.kws import Spotted
 from server.analysis.state_timers import StateTimer
 from server.bus import Bus
 from server.config import TeamProfile
@@ -30,7 +32,9 @@ from server.events import (
     KeywordMatched,
     OvertalkEnded,
     OvertalkStarted,
+    PhraseNotSaid,
     Severity,
+    Speaker,
     SpeechEnded,
     SpeechStarted,
     StateOverLimit,
@@ -45,8 +49,13 @@ from server.ingest_protocol import (
     Status,
     Transcript,
 )
+from server.pii import mask_text
+from server.recognize import Heard, Result
 from server.timeline import CallTimeline
 from server.wire import iso
+
+if TYPE_CHECKING:
+    from server.recognize import CallRecognition, Recognition
 
 log = logging.getLogger("floorwatch.agent")
 
@@ -63,11 +72,13 @@ class Call:
     analyzer: CallAnalyzer
     keywords: KeywordMatcher
     timeline: CallTimeline = field(default_factory=CallTimeline)
+    recognition: CallRecognition | None = None  # audio to the team's recognizers
 
 
 class AgentLive:
     def __init__(self, agent_id: str, name: str, team: str, profile: TeamProfile, bus: Bus,
-                 scorer_factory: ScorerFactory = webrtc_scorer, hub_id: str = "") -> None:
+                 scorer_factory: ScorerFactory = webrtc_scorer, hub_id: str = "",
+                 recognition: Recognition | None = None) -> None:
         self.agent_id = agent_id
         self.hub_id = hub_id
         self.name = name
@@ -75,6 +86,7 @@ class AgentLive:
         self.profile = profile
         self._bus = bus
         self._scorer_factory = scorer_factory
+        self._recognition = recognition
         self.state = AgentState.LOGGED_OUT
         self.state_since = 0.0
         self.call: Call | None = None
@@ -162,7 +174,11 @@ class AgentLive:
     def _start_call(self, info: CallInfo, at: float) -> None:
         analyzer = CallAnalyzer(info.sample_rate, self.profile.params, self._scorer_factory)
         keywords = KeywordMatcher(self.profile.rules, self.profile.analysis.keyword_cooldown_s)
-        self.call = Call(info, at, analyzer, keywords)
+        call = self.call = Call(info, at, analyzer, keywords)
+        if self._recognition is not None:
+            call.recognition = self._recognition.open_call(
+                f"{self.agent_id}/{info.call_id}", info.sample_rate, self.profile,
+                lambda speaker: functools.partial(self._recognized, call, speaker))
         self._live.clear()
         log.info("agent %s: call %s started (%s, %d Hz)", self.agent_id, info.call_id,
                  info.direction, info.sample_rate)
@@ -177,6 +193,12 @@ class AgentLive:
             self._complete(state_alert, now - state_alert.started_at)
         log.info("agent %s: call %s ended after %.1f s of audio (%.1f s lost in gaps)",
                  self.agent_id, call.info.call_id, call.analyzer.position_s, call.analyzer.gap_s)
+        # phrases still being recognised arrive after the call: alerts for it all the same
+        done = functools.partial(self._call_recognized, call)
+        if call.recognition is not None:
+            call.recognition.close(done, name=f"{self.agent_id}/{call.info.call_id}")
+        else:
+            done()
         self.call = None
         self._live.clear()
 
@@ -202,6 +224,11 @@ class AgentLive:
         frames_before = analyzer.frames_total
         for event in analyzer.feed(chunk.offset, chunk.pcm):
             self._analysis_event(event)
+        recognition = call.recognition
+        if recognition is not None and recognition.active:
+            recognition.feed(chunk.offset, chunk.pcm,
+                             [g.speaking or g.pending_start is not None for g in analyzer.gates])
+        self._check_not_said(call)
         if not analyzer.tile_stale() and self._live:  # nothing on the tile can have moved
             return analyzer.frames_total - frames_before
         snap = analyzer.snapshot()
@@ -228,11 +255,40 @@ class AgentLive:
             log.info("agent %s: transcript for a call that is not open; not matched",
                      self.agent_id)
             return
-        matches = call.keywords.match(line.offset_s, line.speaker, line.text)
-        call.timeline.transcript(line.offset_s, line.speaker, line.text,
-                                 [m.phrase for m in matches])
+        if "transcript" not in self.profile.analysis.recognizers:
+            call.timeline.transcript(line.offset_s, line.speaker, line.text, [])
+            return
+        self._heard_text(call, line.speaker, line.offset_s, line.text, "transcript")
+
+    def _heard_text(self, call: Call, speaker: Speaker, offset_s: float, text: str,
+                    source: str) -> None:
+        matches = call.keywords.match(offset_s, speaker, text)
+        call.timeline.transcript(offset_s, speaker, text, [m.phrase for m in matches])
         for match in matches:
-            self._analysis_event(match)
+            self._keyword_alert(call, match, source)
+
+    def _recognized(self, call: Call, speaker: Speaker, result: Result) -> None:
+        """A recognizer's result for `call` (maybe after it ended), on the event loop."""
+        if isinstance(result, Spotted):
+            match = call.keywords.spotted(result.offset_s, speaker, result.rule_id,
+                                          result.phrase)
+            if match is not None:
+                self._keyword_alert(call, match, "audio")
+        elif isinstance(result, Heard):
+            self._heard_text(call, speaker, result.offset_s, result.text, "asr")
+        if call is self.call:
+            self._check_not_said(call)
+
+    def _check_not_said(self, call: Call, *, final: bool = False) -> None:
+        position = call.analyzer.position_s
+        heard = position if final or call.recognition is None else \
+            call.recognition.heard_until_s(position)
+        for missed in call.keywords.due(heard, final=final):
+            self._not_said(call, missed)
+
+    def _call_recognized(self, call: Call) -> None:
+        """Every result of an ended call is in: judge its not-said rules on the whole call."""
+        self._check_not_said(call, final=True)
 
     def call_view(self, window_s: float) -> dict[str, Any] | None:
         """The current call's recent timeline and masked transcript, for the agent drawer."""
@@ -283,10 +339,25 @@ class AgentLive:
 
     def _keyword(self, event: KeywordMatched) -> None:
         if self.call:
-            detail = {"rule": event.rule_id, "category": event.category, "phrase": event.phrase,
-                      "speaker": event.speaker.value}
-            self._raise(AlertKind.KEYWORD, event.severity, event.offset_s, detail,
-                        rule=event.rule_id)
+            self._keyword_alert(self.call, event, "transcript")
+
+    def _keyword_alert(self, call: Call, event: KeywordMatched, source: str) -> None:
+        detail = {"rule": event.rule_id, "category": event.category,
+                  "phrase": mask_text(event.phrase), "speaker": event.speaker.value,
+                  "source": source}
+        self._raise(AlertKind.KEYWORD, event.severity, event.offset_s, detail,
+                    rule=event.rule_id, call=call)
+
+    def _not_said(self, call: Call, event: PhraseNotSaid) -> None:
+        detail: dict[str, Any] = {"rule": event.rule_id, "category": event.category,
+                                  "not_said": True, "within_s": event.offset_s,
+                                  "said_at_s": event.said_at_s}
+        if event.speaker is not None:
+            detail["speaker"] = event.speaker.value
+        self._raise(AlertKind.KEYWORD, event.severity, event.offset_s, detail,
+                    rule=event.rule_id, call=call)
+        log.info("agent %s: call %s: %s not said within %g s", self.agent_id,
+                 call.info.call_id, event.rule_id, event.offset_s)
 
     def _state_over_limit(self, event: StateOverLimit) -> None:
         call = self.call
@@ -298,8 +369,9 @@ class AgentLive:
 
     def _raise(self, kind: AlertKind, severity: Severity, offset_s: float | None,
                detail: dict[str, Any], *, key: str | None = None,
-               started_at: float | None = None, rule: str = "") -> Alert:
-        call = self.call
+               started_at: float | None = None, rule: str = "",
+               call: Call | None = None) -> Alert:
+        call = call or self.call
         call_id = call.info.call_id if call else None
         if started_at is None:
             assert call is not None and offset_s is not None

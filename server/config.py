@@ -58,6 +58,21 @@ class WallSettings:
 
 
 @dataclass(frozen=True)
+class KwsSettings:
+    enabled: bool = True  # needs pocketsphinx; without it the hub logs that it is off
+    workers: int = 0  # 0: one worker process per CPU core the hub may use
+    max_backlog_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    url: str = ""  # ws://host:2700: a streaming ASR server (Vosk protocol); empty: none
+    connect_timeout_s: float = 3.0
+    max_streams: int = 200
+    pad_s: float = 0.6
+
+
+@dataclass(frozen=True)
 class RedisSettings:
     url: str = ""  # empty: the embedded default, one hub and no Redis
     key_prefix: str = "fw:"
@@ -91,6 +106,10 @@ class AnalysisSettings:
     monologue_gap_s: float = 1.5
     keyword_cooldown_s: float = 30.0
     rule_packs: tuple[str, ...] = ("builtin:en-core", "builtin:zh-core")
+    disabled_rules: tuple[str, ...] = ()
+    not_said_within_s: Mapping[str, float] = field(default_factory=dict)
+    recognizers: tuple[str, ...] = ("kws", "transcript")
+    recognize_channels: tuple[str, ...] = ("agent",)
     severity_silence: str = "medium"
     severity_overtalk: str = "low"
     severity_state: str = "medium"
@@ -126,6 +145,8 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     walls: WallSettings = field(default_factory=WallSettings)
+    kws: KwsSettings = field(default_factory=KwsSettings)
+    asr: AsrSettings = field(default_factory=AsrSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
@@ -139,6 +160,8 @@ class Settings:
 
 _SECTIONS = {"server": ServerSettings, "auth": AuthSettings, "walls": WallSettings,
              "redis": RedisSettings, "analysis": AnalysisSettings, "listen": ListenSettings}
+
+_SECTIONS |= {"kws": KwsSettings, "asr": AsrSettings}
 
 
 def load_settings(
@@ -186,7 +209,25 @@ def _profile(name: str, analysis: AnalysisSettings) -> TeamProfile:
             rules += load_pack(source).rules
         except RuleError as exc:
             raise ConfigError(f"{where}.rule_packs: {exc}") from None
+    rules = _team_rules(where, analysis, rules)
     return TeamProfile(name, analysis, analysis.params(), tuple(rules))
+
+
+def _team_rules(where: str, analysis: AnalysisSettings, rules: list[Rule]) -> list[Rule]:
+    """The team's rules less `disabled_rules`, with its own not-said deadlines."""
+    known = {rule.id: rule for rule in rules}
+    for rule_id in analysis.disabled_rules:
+        if rule_id not in known:
+            raise ConfigError(f"{where}.disabled_rules: no rule {rule_id!r} in its rule packs")
+    for rule_id, within in analysis.not_said_within_s.items():
+        if rule_id not in known or not known[rule_id].not_said:
+            raise ConfigError(f"{where}.not_said_within_s.{rule_id}: not a not_said rule of "
+                              "its rule packs")
+        if within <= 0:
+            raise ConfigError(f"{where}.not_said_within_s.{rule_id}: must be > 0")
+    return [dataclasses.replace(rule, within_s=analysis.not_said_within_s[rule.id])
+            if rule.id in analysis.not_said_within_s else rule
+            for rule in rules if rule.id not in analysis.disabled_rules]
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -271,6 +312,7 @@ def _check(built: dict[str, Any]) -> None:
         raise ConfigError(f"redis.stream_maxlen: must be >= 1000, got {redis.stream_maxlen}")
     if built["auth"].session_ttl_h <= 0:
         raise ConfigError("auth.session_ttl_h: must be > 0")
+    _check_recognition(built["kws"], built["asr"])
     walls: WallSettings = built["walls"]
     if walls.queue_size < 8:
         raise ConfigError(f"walls.queue_size: must be >= 8, got {walls.queue_size}")
@@ -302,6 +344,20 @@ def _check_listen(listen: ListenSettings) -> None:
                           f"{listen.listener_buffer_ms}")
 
 
+def _check_recognition(kws: KwsSettings, asr: AsrSettings) -> None:
+    if not 0 <= kws.workers <= 64:
+        raise ConfigError(f"kws.workers: must be 0 (one per core) to 64, got {kws.workers}")
+    if kws.max_backlog_s <= 0:
+        raise ConfigError("kws.max_backlog_s: must be > 0")
+    if asr.url and not asr.url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"asr.url: expected ws://host:port, got {asr.url!r}")
+    for name in ("connect_timeout_s", "pad_s"):
+        if getattr(asr, name) <= 0:
+            raise ConfigError(f"asr.{name}: must be > 0")
+    if asr.max_streams < 1:
+        raise ConfigError("asr.max_streams: must be >= 1")
+
+
 def _check_analysis(where: str, a: AnalysisSettings) -> None:
     if a.vad_frame_ms not in (10, 20, 30):
         raise ConfigError(f"{where}.vad_frame_ms: must be 10, 20 or 30, got {a.vad_frame_ms}")
@@ -313,6 +369,14 @@ def _check_analysis(where: str, a: AnalysisSettings) -> None:
             raise ConfigError(f"{where}.{name}: must be > 0, got {getattr(a, name)}")
     if a.keyword_cooldown_s < 0:
         raise ConfigError(f"{where}.keyword_cooldown_s: must be >= 0")
+    for value in a.recognizers:
+        if value not in ("kws", "transcript", "asr"):
+            raise ConfigError(f"{where}.recognizers: each must be kws, transcript or asr, "
+                              f"got {value!r}")
+    for value in a.recognize_channels:
+        if value not in ("agent", "customer"):
+            raise ConfigError(f"{where}.recognize_channels: each must be agent or customer, "
+                              f"got {value!r}")
     for name in ("severity_silence", "severity_overtalk", "severity_state"):
         value = getattr(a, name)
         if value not in Severity.__members__.values():

@@ -156,6 +156,19 @@ class KeywordMatched:
 
 
 @dataclass(frozen=True, slots=True)
+class PhraseNotSaid:
+    """A mandatory phrase (a "not said" rule) was not said within `offset_s` of the call's
+    start; `said_at_s` is when it came after all, if it did."""
+
+    offset_s: float
+    speaker: Speaker | None  # who had to say it; None: either party
+    rule_id: str
+    category: str
+    severity: Severity
+    said_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AudioGap:
     """Audio between `offset_s` and `offset_s + duration_s` never arrived (network outage)."""
 
@@ -172,6 +185,7 @@ AnalysisEvent = (
     | OvertalkEnded
     | Interruption
     | KeywordMatched
+    | PhraseNotSaid
     | AudioGap
 )
 

@@ -24,6 +24,7 @@ from server.bus import Bus, LocalBus
 from server.config import Settings
 from server.floor import Floor
 from server.monitoring import Monitoring
+from server.recognize import Recognition
 from server.store import AgentAccount, Store
 from server.walls import WallHub
 from server.webrtc import restrict_host_addresses
@@ -64,6 +65,7 @@ class Hub:
         self.bus.subscribe(self.floor.on_event)
         self.metrics = Metrics()
         self.scorer_factory = scorer_factory
+        self.recognition = Recognition.from_settings(settings)  # keyword spotting, ASR
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -105,7 +107,8 @@ class Hub:
         if live is None:
             profile = self.settings.team(account.team)
             live = AgentLive(account.agent_id, account.name, account.team, profile, self.bus,
-                             self.scorer_factory, hub_id=self.id)
+                             self.scorer_factory, hub_id=self.id,
+                             recognition=self.recognition)
             self.agents[account.agent_id] = live
             latest = self.store.latest_status(account.agent_id)
             if latest is not None and latest[1].get("state") != "logged_out":
@@ -134,6 +137,8 @@ class Hub:
         if not self.shared:
             self._restore_tiles()
         self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
+        # worker processes start in the background: serving does not wait for them
+        self.spawn(self.recognition.start(), name="recognition-start")
         log.info("hub started (data in %s)", self.settings.server.data_dir)
 
     async def stop(self) -> None:
@@ -152,6 +157,7 @@ class Hub:
         if self._background:
             await _bounded(asyncio.gather(*self._background, return_exceptions=True), timeout,
                            "background tasks")
+        await _bounded(self.recognition.aclose(timeout), 2 * timeout, "closing recognition")
         if self._ticker is not None:
             self._ticker.cancel()
             try:

@@ -5,6 +5,11 @@ category, a severity and a speaker filter. Matching is case- and width-insensiti
 casefold). English phrases match on word boundaries with any run of spaces between words; Chinese
 phrases match as substrings with optional spaces between characters, so no word segmentation is
 needed. One rule repeated within `cooldown_s` of audio on the same call raises one alert.
+
+A rule of kind `not_said` is the other way round: one of its phrases must be said within
+`within_s` of the call's start, or an alert is raised at that offset. Whether it was said is
+known only once recognition has caught up with the deadline, so the caller passes how far that
+is (`KeywordMatcher.due(heard_until_s)`): time comes with the audio, never from a clock.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.events import KeywordMatched, Severity, Speaker
+from server.events import KeywordMatched, PhraseNotSaid, Severity, Speaker
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rules"
+#: A phrase that starts before a not-said deadline may still be being said at it: the verdict
+#: waits until recognition is this far past the deadline (a phrase is rarely longer).
+NOT_SAID_GRACE_S = 2.5
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
@@ -46,6 +54,11 @@ class Rule:
     regex: re.Pattern[str]
     pack: str
     phrases: tuple[str, ...] = ()  # as written in the pack (audio keyword spotting uses them)
+    within_s: float | None = None  # set: a "not said" rule, one phrase due within this time
+
+    @property
+    def not_said(self) -> bool:
+        return self.within_s is not None
 
     def find(self, normalised_text: str) -> str | None:
         m = self.regex.search(normalised_text)
@@ -104,6 +117,16 @@ def _parse_rule(raw: dict, pack_id: str, where: str) -> Rule:
     patterns = raw.get("patterns", [])
     if not phrases and not patterns:
         raise RuleError(f"{where}: needs 'phrases' or 'patterns'")
+    kind = raw.get("kind", "said")
+    if kind not in ("said", "not_said"):
+        raise RuleError(f"{where}: kind must be said or not_said, got {kind!r}")
+    within_s = raw.get("within_s")
+    if kind == "not_said":
+        if isinstance(within_s, bool) or not isinstance(within_s, int | float) or within_s <= 0:
+            raise RuleError(f"{where}: a not_said rule needs within_s, a number of seconds > 0")
+        within_s = float(within_s)
+    elif within_s is not None:
+        raise RuleError(f"{where}: within_s is only for kind = \"not_said\"")
     parts = [_phrase_regex(p) for p in phrases if str(p).strip()]
     for pattern in patterns:
         try:
@@ -119,31 +142,81 @@ def _parse_rule(raw: dict, pack_id: str, where: str) -> Rule:
         regex=re.compile("|".join(parts), re.IGNORECASE),
         pack=pack_id,
         phrases=tuple(str(p) for p in phrases if str(p).strip()),
+        within_s=within_s,
     )
 
 
 class KeywordMatcher:
-    """Matches transcript lines of one call against rules, with a per-rule cooldown."""
+    """Matches one call's speech against rules: transcript lines (`match`) and phrases spotted
+    in the audio (`spotted`) share one per-rule cooldown, so a phrase found by both raises one
+    alert. Not-said rules are satisfied by either and judged by `due`."""
 
     def __init__(self, rules: tuple[Rule, ...], cooldown_s: float = 30.0) -> None:
-        self._rules = rules
+        self._rules = tuple(r for r in rules if not r.not_said)
+        self._required = tuple(r for r in rules if r.not_said)
+        self._by_id = {r.id: r for r in rules}
         self._cooldown_s = cooldown_s
         self._last: dict[str, float] = {}
+        self._said: dict[str, float] = {}  # not-said rule -> earliest offset it was said at
+        self._judged: set[str] = set()
 
     def match(self, offset_s: float, speaker: Speaker, text: str) -> list[KeywordMatched]:
         norm = normalise(text)
+        for rule in self._required:
+            if _hears(rule, speaker) and rule.find(norm) is not None:
+                self._note_said(rule, offset_s)
         out = []
         for rule in self._rules:
-            if rule.speaker is not None and rule.speaker is not speaker:
+            if not _hears(rule, speaker):
                 continue
             phrase = rule.find(norm)
             if phrase is None:
                 continue
-            last = self._last.get(rule.id)
-            if last is not None and abs(offset_s - last) < self._cooldown_s:
-                continue
-            self._last[rule.id] = offset_s
-            out.append(
-                KeywordMatched(offset_s, speaker, rule.id, rule.category, phrase, rule.severity)
-            )
+            event = self._fire(rule, offset_s, speaker, phrase)
+            if event is not None:
+                out.append(event)
         return out
+
+    def spotted(self, offset_s: float, speaker: Speaker, rule_id: str,
+                phrase: str) -> KeywordMatched | None:
+        """A phrase of `rule_id` was found in `speaker`'s audio at `offset_s`."""
+        rule = self._by_id.get(rule_id)
+        if rule is None or not _hears(rule, speaker):
+            return None
+        if rule.not_said:
+            self._note_said(rule, offset_s)
+            return None
+        return self._fire(rule, offset_s, speaker, phrase)
+
+    def due(self, heard_until_s: float, *, final: bool = False) -> list[PhraseNotSaid]:
+        """Not-said rules whose deadline has passed unmet, once recognition has caught up to
+        `heard_until_s` (all speech before it is matched). `final`: the call ended and every
+        result is in, so no grace is needed; a call that ended before a deadline is not judged
+        on that rule."""
+        grace = 0.0 if final else NOT_SAID_GRACE_S
+        out = []
+        for rule in self._required:
+            assert rule.within_s is not None
+            if rule.id in self._judged or heard_until_s < rule.within_s + grace:
+                continue
+            self._judged.add(rule.id)
+            said = self._said.get(rule.id)
+            if said is None or said > rule.within_s:
+                out.append(PhraseNotSaid(rule.within_s, rule.speaker, rule.id, rule.category,
+                                         rule.severity, said))
+        return out
+
+    def _note_said(self, rule: Rule, offset_s: float) -> None:
+        self._said[rule.id] = min(offset_s, self._said.get(rule.id, offset_s))
+
+    def _fire(self, rule: Rule, offset_s: float, speaker: Speaker,
+              phrase: str) -> KeywordMatched | None:
+        last = self._last.get(rule.id)
+        if last is not None and abs(offset_s - last) < self._cooldown_s:
+            return None
+        self._last[rule.id] = offset_s
+        return KeywordMatched(offset_s, speaker, rule.id, rule.category, phrase, rule.severity)
+
+
+def _hears(rule: Rule, speaker: Speaker) -> bool:
+    return rule.speaker is None or rule.speaker is speaker

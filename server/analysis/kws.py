@@ -83,6 +83,13 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "they're scammers": 9,
         "their products are garbage": 54,
         "the other company is a scam": 31,
+        # builtin:mandatory (not-said rules: a false "said" only costs an alert, so lenient;
+        # 8 notice sentences x en-us/en-gb score >= +28, 60 keyword-free sentences <= -4)
+        "this call is recorded": 10,
+        "this call is being recorded": 10,
+        "this call may be recorded": 10,
+        "this call will be recorded": 10,
+        "calls are recorded": 10,
     },
     16000: {
         "you are an idiot": 52,
@@ -108,6 +115,13 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "they're scammers": 19,
         "their products are garbage": 57,
         "the other company is a scam": 60,
+        # builtin:mandatory (not-said rules: a false "said" only costs an alert, so lenient;
+        # 8 notice sentences x en-us/en-gb score >= +28, 60 keyword-free sentences <= -4)
+        "this call is recorded": 10,
+        "this call is being recorded": 10,
+        "this call may be recorded": 10,
+        "this call will be recorded": 10,
+        "calls are recorded": 10,
     },
 }
 
@@ -555,6 +569,12 @@ class KwsGate:
             self._buf, self._buf_start = [joined], self._next - len(joined)
             self._buf_len = len(joined)
         return out
+
+    @property
+    def pending_s(self) -> float:
+        """Call time of the first sample not yet sent on (all of it while quiet)."""
+        start = self._buf_start if self._buf_len else (self._next or 0)
+        return start / self.sample_rate
 
     def flush(self) -> list[AudioPiece]:
         """The call ended or its audio broke off: close an open region."""
