@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import _webrtcvad
 import numpy as np
-import webrtcvad
 
 
 class FrameScorer(Protocol):
@@ -21,20 +21,36 @@ class FrameScorer(Protocol):
 
 
 class WebRtcScorer:
-    __slots__ = ("_is_speech", "_rate", "frame_samples")
+    """webrtcvad on each frame, called through its C module (the `Vad` wrapper adds ~10 % per
+    frame). With `silence_dbfs`, a frame whose RMS level is under it is scored unvoiced without
+    asking webrtcvad (cheaper, and without webrtcvad's ~100 ms hangover into a quiet line)."""
 
-    def __init__(self, sample_rate: int, frame_ms: int, aggressiveness: int) -> None:
+    __slots__ = ("_floor", "_handle", "_rate", "frame_samples")
+
+    def __init__(self, sample_rate: int, frame_ms: int, aggressiveness: int,
+                 silence_dbfs: float | None = None) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad does not support {sample_rate} Hz")
         if frame_ms not in (10, 20, 30):
             raise ValueError("webrtcvad frames are 10, 20 or 30 ms")
         self._rate = sample_rate
         self.frame_samples = sample_rate * frame_ms // 1000
-        self._is_speech = webrtcvad.Vad(aggressiveness).is_speech
+        self._handle = _webrtcvad.create()
+        _webrtcvad.init(self._handle)
+        _webrtcvad.set_mode(self._handle, aggressiveness)
+        # sum of squares of a frame at the silence level
+        self._floor = None if silence_dbfs is None else (
+            self.frame_samples * (32768.0 * 10 ** (silence_dbfs / 20)) ** 2)
 
     def score(self, mono: np.ndarray) -> list[bool]:
-        # a byte view of the samples: the frames are slices of it, not copies
-        data = memoryview(np.ascontiguousarray(mono)).cast("B")
-        step = self.frame_samples * 2
-        is_speech, rate = self._is_speech, self._rate
-        return [is_speech(data[i : i + step], rate) for i in range(0, len(data), step)]
+        mono = np.ascontiguousarray(mono)
+        data = memoryview(mono).cast("B")  # the frames are slices of it, not copies
+        n = self.frame_samples
+        step, process, handle, rate = n * 2, _webrtcvad.process, self._handle, self._rate
+        if self._floor is None:
+            return [process(handle, rate, data[i : i + step], n)
+                    for i in range(0, len(data), step)]
+        frames = mono.reshape(-1, n).astype(np.float32)
+        loud = (np.einsum("ij,ij->i", frames, frames) >= self._floor).tolist()
+        return [loud[k] and process(handle, rate, data[k * step : (k + 1) * step], n)
+                for k in range(len(loud))]
