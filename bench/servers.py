@@ -162,7 +162,11 @@ def gc_env(log: Path | None) -> dict[str, str]:
 
 def hub_process(workdir: Path, *, settings: dict[str, Any] | None = None,
                 port: int | None = None, gc_log: bool = True) -> ServerProcess:
-    """The real hub, configured through FLOORWATCH_<SECTION>__<KEY> variables."""
+    """The real hub, configured through FLOORWATCH_<SECTION>__<KEY> variables.
+
+    Keyword spotting in call audio is off unless `settings` turns it on (`kws.enabled`): its
+    worker processes would share the hub's core, and bench.kws_capacity measures it apart."""
+    settings = {"kws.enabled": False, **(settings or {})}
     port = port or free_port()
     env = {"FLOORWATCH_SERVER__PORT": str(port),
            "FLOORWATCH_SERVER__DATA_DIR": str(workdir / "data"),
