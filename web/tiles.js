@@ -56,7 +56,7 @@ function buildPrototype() {
 <div class="r r-head"><span class="t-name"></span><span class="t-team"></span><span class="t-flags"><span class="t-flag t-listen"><span class="long"></span><span class="short"></span></span><span class="t-flag t-sev-mini"></span><span class="t-flag t-disc"><span class="long"></span><span class="short"></span></span></span></div>
 <div class="r r-state"><span class="t-state"><span class="long"></span><span class="short"></span></span><span class="t-reason"></span><span class="t-time t-state-time"></span></div>
 <div class="r r-dead"><span class="t-dead-label"></span><span class="t-time t-dead-time"></span></div>
-<div class="r r-call"><span class="t-dir"></span><span class="t-time t-call-time"></span><span class="t-ot"><span class="long"></span><span class="short"></span></span></div><div class="r r-talk"><span class="t-spk" role="img" data-who="agent" data-on="false"></span><span class="t-ratio" data-empty="true"><span class="bar" aria-hidden="true"><span class="fill"></span></span><span class="pct"></span></span><span class="t-spk" role="img" data-who="customer" data-on="false"></span></div>
+<div class="r r-call"><span class="t-dir"></span><span class="t-time t-call-time"></span><span class="t-ot"><span class="long"></span><span class="short"></span></span></div><div class="r r-talk"><span class="t-spk" role="img" data-who="agent" data-on="false"></span><span class="t-ratio" data-empty="true"><span class="bar" aria-hidden="true"></span><span class="pct"></span></span><span class="t-spk" role="img" data-who="customer" data-on="false"></span></div>
 <div class="r r-alert"><span class="sev-badge"></span><span class="t-alert-kind"></span></div>
 <div class="r r-detail"><span class="t-alert-detail"></span></div>`.replace(/\n/g, '');
   return el;
@@ -88,7 +88,7 @@ class TileView {
       spkAgent: q('.t-spk[data-who="agent"]'),
       spkCustomer: q('.t-spk[data-who="customer"]'),
       ratio: q('.t-ratio'),
-      fill: q('.t-ratio .fill'),
+      bar: q('.t-ratio .bar'),
       pct: q('.t-ratio .pct'),
       otLong: q('.t-ot .long'),
       otShort: q('.t-ot .short'),
@@ -198,10 +198,10 @@ class TileView {
         this.attr(n.ratio, 'title', t('tile.talk_ratio.none'));
       } else {
         const pct = Math.round(ratio * 100);
-        const scale = `scaleX(${ratio.toFixed(2)})`;
-        if (this.texts.get(n.fill) !== scale) {
-          this.texts.set(n.fill, scale);
-          n.fill.style.transform = scale; // CSSOM, not a style attribute: fine under a strict CSP
+        const value = ratio.toFixed(2);
+        if (this.texts.get(n.bar) !== value) {
+          this.texts.set(n.bar, value);
+          n.bar.style.setProperty('--ratio', value); // CSSOM, not a style attribute: fine under a strict CSP
         }
         this.text(n.pct, `${pct}%`);
         this.attr(n.ratio, 'title', t('tile.talk_ratio.title', { pct }));
@@ -700,10 +700,14 @@ export class TileGrid {
       if (view.pos === i && view.xy) continue;
       const x = (i % L.cols) * (L.tileW + L.gap);
       const y = Math.floor(i / L.cols) * (L.tileH + L.gap);
-      const xy = `translate(${Math.round(x)}px, ${y}px)`;
+      const xy = `${Math.round(x)}px ${y}px`;
       if (view.xy !== xy) {
+        // left/top rather than a transform: 500 transform nodes make every frame's
+        // compositing update (layerize, commit) dear with software rendering.
+        // CSSOM, not a style attribute: fine under a strict CSP.
         view.xy = xy;
-        view.el.style.transform = xy; // CSSOM, not a style attribute: fine under a strict CSP
+        view.el.style.left = `${Math.round(x)}px`;
+        view.el.style.top = `${y}px`;
         this.stats.moves++;
       }
       if (view.pos !== i) {
