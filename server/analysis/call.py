@@ -26,12 +26,13 @@ from server.events import AnalysisEvent, AudioGap, Speaker, SpeechEnded, SpeechS
 ScorerFactory = Callable[[int, AnalysisParams], FrameScorer]
 
 
-# An energy pre-gate before webrtcvad (`WebRtcScorer(silence_dbfs=...)`): frames quieter than
-# this are silence without asking webrtcvad. At -50 dBFS it saves the VAD call on about half the
-# frames of a call, and ends speech at its last loud frame instead of ~100 ms later (webrtcvad's
-# hangover): on the tests' espeak-ng and recorded calls the same alerts, with dead-air offsets
-# exact to a frame and raised ~0.1 s sooner (docs/performance.md). Off (None) for now: keyword
-# spotting in audio (kws.KwsGate) relies on that hangover for the tail of an utterance.
+# Speech quieter than this (frame RMS) is not heard on a phone line: webrtcvad keeps saying
+# "speech" for ~100 ms after the voice stops (its hangover), so dead air is dated from the end of
+# the last voiced frame over this level instead. It makes dead-air offsets exact to a frame and
+# raises the alert ~0.1 s sooner; speech segments, overtalk and talk statistics still follow
+# webrtcvad alone. (Skipping webrtcvad on such frames altogether — `WebRtcScorer(silence_dbfs)`
+# — also saves CPU but shortens segments, which audio keyword spotting relies on: off.)
+SILENCE_DBFS: float | None = -50.0
 VAD_SILENCE_DBFS: float | None = None
 
 
@@ -61,6 +62,7 @@ class CallAnalyzer:
         sample_rate: int,
         params: AnalysisParams,
         scorer_factory: ScorerFactory = webrtc_scorer,
+        silence_dbfs: float | None = SILENCE_DBFS,
     ) -> None:
         self.sample_rate = sample_rate
         self.params = params
@@ -79,6 +81,10 @@ class CallAnalyzer:
         self._received = 0  # samples received, the end of the audio timeline
         self._origin = 0  # sample where the current frame grid starts (moves after a gap)
         self._frames_done = 0  # whole frames analysed since the origin
+        # sum of squares of a frame at the silence floor: speech audibly ends at the last voiced
+        # frame over it (dead air is dated from there, not from the end of the VAD's hangover)
+        self._loud_floor = None if silence_dbfs is None else (
+            self._frame * (32768.0 * 10 ** (silence_dbfs / 20)) ** 2)
         self.frames_total = 0
         self._carry = np.zeros((0, 2), dtype=np.int16)
         self.gap_s = 0.0
@@ -186,19 +192,24 @@ class CallAnalyzer:
         n = len(agent_scores)
         self._frames_done += n
         self.frames_total += n
+        loud: list[list[bool]] | list[None] = [None, None]
+        if self._loud_floor is not None and (any(agent_scores) or any(customer_scores)):
+            levels = channels.reshape(2, n, frame).astype(np.float32)
+            loud = (np.einsum("cij,cij->ci", levels, levels) >= self._loud_floor).tolist()
+        agent_loud, customer_loud = loud
         # Most chunks move no edge: each gate takes its run whole. Only when both can is that
         # the same as frame by frame (a detector reads both gates at each edge).
         t_last = (base + (n - 1) * frame) / rate
         if agent_gate.can_run(agent_scores, t_last) and customer_gate.can_run(
                 customer_scores, t_last):
-            agent_gate.run(agent_scores, base, frame, rate)
-            customer_gate.run(customer_scores, base, frame, rate)
+            agent_gate.run(agent_scores, base, frame, rate, agent_loud)
+            customer_gate.run(customer_scores, base, frame, rate, customer_loud)
             return []
         out: list[AnalysisEvent] = []
         for i, (a, c) in enumerate(zip(agent_scores, customer_scores, strict=True)):
             t = (base + i * frame) / rate  # from integers: exact, no drift over a long call
-            ea = agent_gate.push(t, a)
-            ec = customer_gate.push(t, c)
+            ea = agent_gate.push(t, a, agent_loud is None or agent_loud[i])
+            ec = customer_gate.push(t, c, customer_loud is None or customer_loud[i])
             if ea is not None:
                 out += self._speech(ea)
             if ec is not None:

@@ -39,7 +39,8 @@ class DeadAirDetector:
         if isinstance(event, SpeechStarted):
             return self._close(event.offset_s)
         if not self.suspended and not any(g.speaking for g in self._gates):
-            self.silence_start = max(g.last_voiced_end for g in self._gates)
+            # from where speech audibly ended (before the VAD's hangover, when levels are known)
+            self.silence_start = max(g.audible_end for g in self._gates)
             self.raised = False
         return []
 

@@ -22,12 +22,14 @@ from server.events import Speaker, SpeechEnded, SpeechStarted
 
 class SpeechGate:
     __slots__ = (
+        "_candidate_loud_end",
         "_candidate_start",
         "_candidate_unvoiced",
         "_candidate_voiced",
         "_start_frames",
         "_stop_s",
         "frame_s",
+        "last_loud_end",
         "last_voiced_end",
         "segment_start",
         "speaker",
@@ -43,8 +45,12 @@ class SpeechGate:
         self.speaking = False
         self.segment_start = 0.0
         self.last_voiced_end = 0.0
+        # end of the segment's last voiced frame that was also loud (None: none was): where the
+        # speech audibly ended, before the VAD's own hangover
+        self.last_loud_end: float | None = None
         self.talk_s = 0.0  # speech time in closed segments
         self._candidate_start: float | None = None
+        self._candidate_loud_end: float | None = None
         self._candidate_voiced = 0
         self._candidate_unvoiced = 0
 
@@ -59,11 +65,20 @@ class SpeechGate:
             return self.talk_s + (self.last_voiced_end - self.segment_start)
         return self.talk_s
 
-    def push(self, t: float, voiced: bool) -> SpeechStarted | SpeechEnded | None:
-        """Feed the decision for the frame that starts at audio time `t`."""
+    @property
+    def audible_end(self) -> float:
+        """End of the last loud voiced frame of the segment (or of its last voiced frame)."""
+        loud = self.last_loud_end
+        return self.last_voiced_end if loud is None else loud
+
+    def push(self, t: float, voiced: bool, loud: bool = True) -> SpeechStarted | SpeechEnded | None:
+        """Feed the decision for the frame that starts at audio time `t` (`loud`: its level is
+        over the silence floor; without a level, every frame counts as loud)."""
         if self.speaking:
             if voiced:
                 self.last_voiced_end = t + self.frame_s
+                if loud:
+                    self.last_loud_end = self.last_voiced_end
                 return None
             if t + self.frame_s - self.last_voiced_end >= self._stop_s:
                 return self._close()
@@ -72,12 +87,16 @@ class SpeechGate:
             if self._candidate_start is None:
                 self._candidate_start = t
                 self._candidate_voiced = 0
+                self._candidate_loud_end = None
             self._candidate_voiced += 1
             self._candidate_unvoiced = 0
+            if loud:
+                self._candidate_loud_end = t + self.frame_s
             if self._candidate_voiced >= self._start_frames:
                 self.speaking = True
                 self.segment_start = self._candidate_start
                 self.last_voiced_end = t + self.frame_s
+                self.last_loud_end = self._candidate_loud_end
                 self._candidate_start = None
                 return SpeechStarted(self.speaker, self.segment_start)
         elif self._candidate_start is not None:
@@ -96,7 +115,8 @@ class SpeechGate:
                 t_last + self.frame_s - self.last_voiced_end < self._stop_s)
         return not any(decisions)
 
-    def run(self, decisions: Sequence[bool], base: int, frame: int, rate: int) -> None:
+    def run(self, decisions: Sequence[bool], base: int, frame: int, rate: int,
+            loud: Sequence[bool] | None = None) -> None:
         """Take a run for which `can_run` said yes, in O(1) for the usual all-voiced or
         all-silent run: the state is exactly what pushing each frame would have left. Frame `i`
         of the run starts at `(base + i * frame) / rate` seconds."""
@@ -106,6 +126,13 @@ class SpeechGate:
                 last -= 1
             if last >= 0:
                 self.last_voiced_end = (base + last * frame) / rate + self.frame_s
+                if loud is None or loud[last]:
+                    self.last_loud_end = self.last_voiced_end
+                else:
+                    while last >= 0 and not (decisions[last] and loud[last]):
+                        last -= 1
+                    if last >= 0:
+                        self.last_loud_end = (base + last * frame) / rate + self.frame_s
         elif self._candidate_start is not None:
             self._candidate_unvoiced += len(decisions)
             if self._candidate_unvoiced > 1:
@@ -117,6 +144,8 @@ class SpeechGate:
         if not self.speaking:
             return None
         self.last_voiced_end = min(self.last_voiced_end, t)
+        if self.last_loud_end is not None:
+            self.last_loud_end = min(self.last_loud_end, t)
         return self._close()
 
     def _close(self) -> SpeechEnded:
