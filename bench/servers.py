@@ -173,7 +173,8 @@ def hub_process(workdir: Path, *, settings: dict[str, Any] | None = None,
            **gc_env(workdir / "hub-gc.jsonl" if gc_log else None)}
     for key, value in (settings or {}).items():
         section, name = key.split(".", 1)
-        env[f"FLOORWATCH_{section.upper()}__{name.upper()}"] = str(value)
+        env[f"FLOORWATCH_{section.upper()}__{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value))
     return ServerProcess("hub", [sys.executable, "-m", "server.cli", "serve"], port,
                          workdir / "hub.log", env)
 
