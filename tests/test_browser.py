@@ -807,3 +807,68 @@ async def test_a_mouse_acknowledgement_leaves_the_a_key_on_the_newest_alert(
         await expect(page.locator("#unacked-count")).to_have_attribute("data-count", "0")
     finally:
         await close_all(conns)
+
+
+async def test_drawer_model_and_a_burst_of_patches_in_the_page(aiohttp_server, tmp_path, pages):
+    """The drawer's pure logic (web/model.js) with exact expectations, and the grid under a
+    burst far above its per-frame budget: every tile ends in its last state, in screen order."""
+    hub = await start_hub(aiohttp_server, tmp_path)
+    page = await pages.new()
+    await sign_in(page, hub.url)
+    got = await page.evaluate("""async () => {
+      const m = await import('/static/model.js');
+      const call = { since_s: 0, position_s: 20, segments: [
+        { speaker: 'agent', start: 1, end: 5 }, { speaker: 'customer', start: 4.5, end: 9 },
+        { speaker: 'agent', start: 8, end: null }] };
+      const alerts = [
+        { id: 'd', kind: 'silence', offset_s: 10, duration_s: null, severity: 'medium' },
+        { id: 'o', kind: 'overtalk', offset_s: 8, duration_s: 1, severity: 'low' },
+        { id: 'k', kind: 'keyword', offset_s: 4, duration_s: null, severity: 'high' },
+        { id: 's', kind: 'state', offset_s: null, duration_s: null, severity: 'low' }];
+      const tl = m.timelineModel(call, alerts);
+      return {
+        window: [tl.from, tl.to],
+        spans: tl.spans.map((s) => [s.kind, s.start, s.end, s.open]),
+        marks: tl.marks.map((x) => [x.alert.id, x.at]),
+        totals: tl.totals,
+        ticks: m.timelineTicks(0, 300),
+        hl: m.highlightRanges('These are GUARANTEED returns, guaranteed returns! 稳赚不赔',
+                              ['guaranteed returns', '稳赚不赔', 'risk free']),
+        history: m.historyRows([
+          { at: '2026-11-30T09:00:00Z', state: 'logged_in' },
+          { at: '2026-11-30T09:00:30Z', state: 'on_call' }], Date.parse('2026-11-30T09:02:00Z'))
+          .map((r) => [r.state, r.durationMs, r.current]),
+      };
+    }""")
+    assert got["window"] == [0, 30]  # at least 30 s wide
+    assert got["spans"] == [
+        ["agent", 1, 5, False], ["customer", 4.5, 9, False], ["overlap", 4.5, 5, False],
+        ["agent", 8, 20, True], ["overtalk", 8, 9, False], ["dead_air", 10, 20, True]]
+    assert got["marks"] == [["k", 4], ["o", 8], ["d", 10]]
+    assert got["totals"] == {"agent": 16, "customer": 4.5, "overtalk": 1, "dead_air": 1,
+                             "alerts": 3}
+    assert got["ticks"] == [0, 60, 120, 180, 240, 300]
+    assert got["hl"] == {"ranges": [[10, 28], [30, 48], [50, 54]], "missing": ["risk free"]}
+    assert got["history"] == [["on_call", 90_000, True], ["logged_in", 30_000, False]]
+
+    # 400 tiles, then five changes each in one go (2,000 patches): far over the budget
+    await page.evaluate("""() => {
+      const g = window.floorwatch.grid;
+      const since = new Date(window.floorwatch.clock.now()).toISOString();
+      g.enqueuePatches(Array.from({ length: 400 }, (_, i) => ({
+        agent_id: `x${String(i).padStart(3, '0')}`, name: `X ${String(i).padStart(3, '0')}`,
+        team: 'Burst', state: 'ready', state_since: since, connected: true })), []);
+      const states = ['on_call', 'hold', 'wrap_up', 'break', 'ready'];
+      for (const s of states) {
+        g.enqueuePatches(Array.from({ length: 400 }, (_, i) => ({
+          agent_id: `x${String(i).padStart(3, '0')}`, state: i % 2 ? s : 'wrap_up',
+          state_since: since })), []);
+      }
+    }""")
+    await expect(page.locator(".tile[data-agent-id^=x]")).to_have_count(400)
+    await eventually(lambda: page.evaluate("window.floorwatch.grid.stats.backlog"), 0, 20)
+    states = await page.evaluate("""[...document.querySelectorAll('.tile[data-agent-id^=x]')]
+        .map((el) => el.dataset.state)""")
+    assert states == ["ready" if i % 2 else "wrap_up" for i in range(400)]
+    await page.select_option("#sort", "name")
+    await eventually(shown_ids(page), [f"x{i:03d}" for i in range(400)])
