@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,11 +11,35 @@ from server.events import Alert
 
 
 def iso(ts: float | None) -> str | None:
-    """Unix seconds → `2026-11-30T09:15:23.120Z` (millisecond precision, UTC)."""
+    """Unix seconds → `2026-11-30T09:15:23.120Z` (millisecond precision, UTC).
+
+    The same text as `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`
+    (microseconds rounded half to even, then truncated to milliseconds), at half the cost: the
+    date and time of day are formatted once per second."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole += 1
+        us -= 1_000_000
+    elif us < 0:
+        whole -= 1
+        us += 1_000_000
+    second = int(whole)
+    cached = _second_text
+    if cached[0] != second:
+        cached = _cache_second(second)
+    return f"{cached[1]}.{us // 1000:03d}Z"
+
+
+_second_text: tuple[int | None, str] = (None, "")
+
+
+def _cache_second(second: int) -> tuple[int, str]:
+    global _second_text
+    _second_text = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return _second_text
 
 
 def parse_iso(text: str) -> float:
