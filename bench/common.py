@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -187,6 +188,21 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def unpack_tree(ref: str, into: Path) -> Path:
+    """The hub's code at git `ref` (`server/`, `agent_client/`, `web/`) unpacked to `into`, with
+    this checkout's `bench/` beside it, to measure an earlier version in the same run. `.` is
+    the working tree itself."""
+    if ref == ".":
+        return REPO
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "server", "agent_client", "web"],
+                             cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    shutil.copytree(REPO / "bench", into / "bench",
+                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return into
 
 
 def python_env() -> dict[str, str]:

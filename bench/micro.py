@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import numpy as np
 import webrtcvad
 
 from bench.audio import load_loop
-from bench.common import REPO, command_line, machine, save_result
+from bench.common import REPO, command_line, machine, save_result, unpack_tree
 from server.agent_live import AgentLive
 from server.bus import LocalBus
 from server.config import load_settings
@@ -147,24 +146,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _unpack(ref: str, into: Path) -> Path:
-    """The hub's code at git `ref`, with this benchmark's code beside it."""
-    if ref == ".":
-        return REPO
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", ref, "server", "agent_client", "web"], cwd=REPO,
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    shutil.copytree(REPO / "bench", into / "bench",
-                    ignore=shutil.ignore_patterns("results", "__pycache__"))
-    return into
-
-
 def compare(trees: list[str], rates: list[int], calls: int, seconds: int,
             rounds: int) -> dict[str, Any]:
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        dirs = {ref: _unpack(ref, Path(tmp) / f"tree{i}") for i, ref in enumerate(trees)}
+        dirs = {ref: unpack_tree(ref, Path(tmp) / f"tree{i}") for i, ref in enumerate(trees)}
         for _ in range(rounds):
             for ref, root in dirs.items():
                 for rate in rates:

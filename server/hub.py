@@ -69,6 +69,7 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self._commit: asyncio.Future[None] | None = None  # this loop turn's group commit
         self.monitoring = Monitoring(self)  # after the bus and the floor: it uses both
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -81,6 +82,30 @@ class Hub:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def store_status(self, agent_id: str, session: str, seq: int, at: float, state: str,
+                     payload: dict[str, Any]) -> tuple[bool, asyncio.Future[None]]:
+        """Store a reliable message in this loop turn's group commit: whether it was new, and
+        the commit to await before acknowledging it (shared by every message stored in the
+        same turn, so a burst of status changes costs one commit, not one each)."""
+        stored = self.store.record_status(agent_id, session, seq, at, state, payload,
+                                          commit=False)
+        if self._commit is None:
+            loop = asyncio.get_running_loop()
+            self._commit = loop.create_future()
+            loop.call_soon(self._group_commit)
+        return stored, self._commit
+
+    def _group_commit(self) -> None:
+        done, self._commit = self._commit, None
+        assert done is not None
+        try:
+            self.store.commit()
+        except Exception as exc:  # the waiting handlers fail and their agents resend
+            log.exception("storing status messages failed")
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
 
     def _make_bus(self) -> Bus:
         redis = self.settings.redis

@@ -8,6 +8,7 @@ close code with its reason and one log line — for that agent only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -115,7 +116,7 @@ async def _receive_hello(ws: web.WebSocketResponse, timeout: float):
 
 
 async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: str) -> None:
-    store, metrics = hub.store, hub.metrics
+    metrics = hub.metrics
     max_samples = 16000  # one second at the highest rate we accept
     async for msg in ws:
         now = time.time()
@@ -137,11 +138,14 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: 
                 payload = {"call_id": message.call_id, "offset_s": message.offset_s,
                            "speaker": message.speaker.value}  # the text itself is not stored
                 state, at = "transcript", now
-            if store.record_status(live.agent_id, session, message.seq, at, state, payload):
+            stored, committed = hub.store_status(live.agent_id, session, message.seq, at,
+                                                 state, payload)
+            if stored:
                 if isinstance(message, Status):
                     live.on_status(message, now)
                 else:
                     live.on_transcript(message)
+            await asyncio.shield(committed)  # one commit for all stored in this loop turn
             # acknowledged once it is durable beyond this process (Redis), when there is one
             await hub.bus.sync()
             await ws.send_str(dumps({"type": "ack", "seq": message.seq}))
