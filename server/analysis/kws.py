@@ -325,6 +325,28 @@ class Upsampler2x:
         return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
 
+class _HighBandNoise:
+    """Seeded white noise in the 4-8 kHz band of 16 kHz audio (low-pass noise, shifted up by
+    flipping every other sample's sign), so 8 kHz audio upsampled has a noise floor there
+    instead of nothing, as wideband recordings do."""
+
+    def __init__(self, dbfs: float, seed: int = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._lowpass = Upsampler2x()
+        self._rms = 32768.0 * 10 ** (dbfs / 20) * math.sqrt(2)
+        self._odd = False
+
+    def add(self, pcm: np.ndarray) -> np.ndarray:
+        noise = self._lowpass.process(
+            (self._rng.standard_normal(len(pcm) // 2) * self._rms).astype(np.int16))
+        sign = np.ones(len(noise), dtype=np.float32)
+        sign[(1 if not self._odd else 0)::2] = -1.0
+        if len(noise) % 2:
+            self._odd = not self._odd
+        out = pcm.astype(np.float32) + sign * noise.astype(np.float32)
+        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+
+
 # -- the spotter -----------------------------------------------------------------------------
 
 
@@ -348,6 +370,7 @@ class SpotterParams:
     max_utterance_s: float = 30.0  # ungated audio is cut into utterances this long ...
     overlap_s: float = 3.0  # ... re-decoding this much, so a phrase across the cut is found
     dedupe: bool = True  # False: every detection, again as its score improves (tuning only)
+    hf_fill_dbfs: float | None = None  # 8 kHz: white noise at this level in the empty 4-8 kHz band
     extra: dict[str, object] = field(default_factory=dict)  # more pocketsphinx options
 
 
@@ -369,6 +392,8 @@ class KeywordSpotter:
         self._decoder.set_cmn(self.params.seed_cmn or SEED_CMN[sample_rate])
         self._logmath = self._decoder.get_logmath()
         self._upsampler = Upsampler2x() if sample_rate == 8000 else None
+        self._fill = _HighBandNoise(self.params.hf_fill_dbfs) \
+            if self._upsampler and self.params.hf_fill_dbfs is not None else None
         self._delay = Upsampler2x.DELAY if self._upsampler else 0
         self._hop = sample_rate // 100  # input samples per 10 ms decoder frame
         self._origin: int | None = None  # input offset of the open utterance's frame 0
@@ -428,6 +453,8 @@ class KeywordSpotter:
         self.audio_s += len(pcm) / self.sample_rate
         if self._upsampler:
             pcm = self._upsampler.process(pcm)
+            if self._fill is not None:
+                pcm = self._fill.add(pcm)
         self._decoder.process_raw(pcm.tobytes(), False, False)
 
     def _end_utterance(self) -> list[Spotted]:
