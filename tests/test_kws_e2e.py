@@ -167,7 +167,8 @@ async def test_a_notice_said_too_late_is_alerted(kws_hub, tmp_path):
 
 def china_id(body17: str) -> str:
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body17 + "10X98765432"[sum(int(d) * w for d, w in zip(body17, weights, strict=True)) % 11]
+    total = sum(int(d) * w for d, w in zip(body17, weights, strict=True))
+    return body17 + "10X98765432"[total % 11]
 
 
 CARD = "4111 1111 1111 1111"
