@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the bench pac
 
 from conftest import need_tools
 
-from bench import capacity, fanout, latency, memory, report, scaleout
+from bench import capacity, fanout, latency, listen, memory, report, scaleout
 
 pytestmark = pytest.mark.slow
 
@@ -123,6 +123,28 @@ def test_scaleout_smoke(results: Path) -> None:
     assert level["overtalk"]["cross_hub_ms"]["n"] > 0, level  # an alert crossed from A to B
     text = scaleout.markdown(data)
     assert "2 hubs + Redis" in text and "cross hub" in text
+
+
+def test_listen_smoke(results: Path) -> None:
+    """Two calls (8 and 16 kHz) streamed by the agent client, aiortc listeners in their own
+    processes joining 1 then 2 per call, one of them frozen with SIGSTOP; then Chromium."""
+    listen.main(["--calls", "2", "--levels", "0,1,2", "--repeats", "1", "--window", "1.5",
+                 "--settle", "0.5", "--stall-s", "1", "--stall-around", "1.5",
+                 "--chromium-s", "3", "--results", str(results), *QUICK])
+    data = _latest(results, "listen")
+    assert [c["rate"] for c in data["calls"]] == [8000, 16000]
+    assert all(c["sent"] > 0 for c in data["calls"]), data["calls"]
+    cpu = data["cpu"]
+    assert set(cpu["median_hub_cores"]) == {"0", "1", "2"}
+    assert set(cpu["median_per_listener_pct"]) == {"1", "2"}
+    assert "encode_per_call_pct" in cpu
+    assert data["delay"]["onsets_matched"]["found"] > 0, "no burst reached a listener"
+    _is_pct(data["delay"]["all"]["mouth_to_ear_ms"])
+    assert set(data["stall"]["phases"]) == {"before", "during", "after"}
+    assert data["hub_sessions"]["sessions"] == 4  # every session ended and was logged
+    chromium = data["chromium"]  # Chromium in a network namespace: as root only
+    assert "per_call" in chromium or "skipped" in chromium, chromium
+    assert "Stalled listener" in listen.markdown(data)
 
 
 def test_report_smoke(results: Path) -> None:
