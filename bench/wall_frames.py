@@ -227,7 +227,12 @@ def summarise(raw: dict[str, Any], cpu: dict[str, float], load: dict[str, Any],
         "tick_ms": {"n": len(raw["tick"]), "p50": r(quantile(raw["tick"], 0.5), 2),
                     "max": r(max(raw["tick"], default=None), 2)},
         "wall_reconnects": raw["reconnects"], "conn": raw["conn"], "unacked": raw["unacked"],
-        "cpu_pct": cpu, **load,
+        "cpu_pct": cpu,
+        # the renderer main thread's CPU per patch received: unlike frame times, this hardly
+        # depends on how long the thread waited for a CPU (a busy shared machine)
+        "renderer_cpu_us_per_patch": r(10_000 * cpu["renderer_main_running"] * seconds
+                                       / raw["patches"]) if raw["patches"] else None,
+        **load,
     }
 
 
@@ -732,9 +737,9 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         "| phase | tiles (density) | patches/tile/s received (offered) | fps "
         "| frame p50 / p95 / p99 / max (ms) | frames > 33 ms | long tasks: share · n · longest "
-        "| renderer main thread: running · waiting for a CPU | CPU %: Chromium · hub · agents "
-        "| load avg (1 min) |",
-        "|---|---:|---:|---:|---|---:|---|---|---|---|",
+        "| renderer main thread: running · waiting for a CPU | renderer CPU per patch (µs) "
+        "| CPU %: Chromium · hub · agents | load avg (1 min) |",
+        "|---|---:|---:|---:|---|---:|---|---|---:|---|---|",
     ]
     for name, p in result["phases"].items():
         f, lt, cpu = p["frame_ms"], p["longtasks"], p["cpu_pct"]
@@ -745,6 +750,7 @@ def table(result: dict[str, Any]) -> str:
             f"| {p['frames_over_33ms_pct']} % "
             f"| {lt['share_pct']} % · {lt['n']} · {lt['max_ms']} ms "
             f"| {cpu['renderer_main_running']} % · {cpu['renderer_main_waiting']} % "
+            f"| {p.get('renderer_cpu_us_per_patch') or '–'} "
             f"| {cpu['chromium']} · {cpu['hub']} · {cpu['agents']} "
             f"| {p['loadavg_before'][0]} → {p['loadavg_after'][0]} |")
     return "\n".join(rows)
