@@ -192,11 +192,10 @@ class CallAnalyzer:
         n = len(agent_scores)
         self._frames_done += n
         self.frames_total += n
-        loud: list[list[bool]] | list[None] = [None, None]
-        if self._loud_floor is not None and (any(agent_scores) or any(customer_scores)):
-            levels = channels.reshape(2, n, frame).astype(np.float32)
-            loud = (np.einsum("cij,cij->ci", levels, levels) >= self._loud_floor).tolist()
-        agent_loud, customer_loud = loud
+        agent_loud = customer_loud = None
+        if self._loud_floor is not None:  # levels only of the voiced frames a gate asks about
+            agent_loud = _Loudness(channels[0], frame, self._loud_floor)
+            customer_loud = _Loudness(channels[1], frame, self._loud_floor)
         # Most chunks move no edge: each gate takes its run whole. Only when both can is that
         # the same as frame by frame (a detector reads both gates at each edge).
         t_last = (base + (n - 1) * frame) / rate
@@ -208,8 +207,8 @@ class CallAnalyzer:
         out: list[AnalysisEvent] = []
         for i, (a, c) in enumerate(zip(agent_scores, customer_scores, strict=True)):
             t = (base + i * frame) / rate  # from integers: exact, no drift over a long call
-            ea = agent_gate.push(t, a, agent_loud is None or agent_loud[i])
-            ec = customer_gate.push(t, c, customer_loud is None or customer_loud[i])
+            ea = agent_gate.push(t, a, a and (agent_loud is None or agent_loud(i)))
+            ec = customer_gate.push(t, c, c and (customer_loud is None or customer_loud(i)))
             if ea is not None:
                 out += self._speech(ea)
             if ec is not None:
@@ -255,3 +254,16 @@ class CallAnalyzer:
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+class _Loudness:
+    """Whether frame `k` of one channel's chunk is over the silence floor (its sum of squares)."""
+
+    __slots__ = ("_floor", "_frame", "_mono")
+
+    def __init__(self, mono: np.ndarray, frame: int, floor: float) -> None:
+        self._mono, self._frame, self._floor = mono, frame, floor
+
+    def __call__(self, k: int) -> bool:
+        samples = self._mono[k * self._frame : (k + 1) * self._frame]
+        return float(np.dot(samples, samples.astype(np.float64))) >= self._floor

@@ -15,7 +15,7 @@ Sans-I/O and clock-free: time is the frame index times the frame length.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from server.events import Speaker, SpeechEnded, SpeechStarted
 
@@ -116,20 +116,22 @@ class SpeechGate:
         return not any(decisions)
 
     def run(self, decisions: Sequence[bool], base: int, frame: int, rate: int,
-            loud: Sequence[bool] | None = None) -> None:
+            loud: Callable[[int], bool] | None = None) -> None:
         """Take a run for which `can_run` said yes, in O(1) for the usual all-voiced or
         all-silent run: the state is exactly what pushing each frame would have left. Frame `i`
-        of the run starts at `(base + i * frame) / rate` seconds."""
+        of the run starts at `(base + i * frame) / rate` seconds; `loud(i)` says whether it is
+        over the silence floor (asked only of voiced frames, latest first)."""
         if self.speaking:
             last = len(decisions) - 1
             while last >= 0 and not decisions[last]:
                 last -= 1
             if last >= 0:
                 self.last_voiced_end = (base + last * frame) / rate + self.frame_s
-                if loud is None or loud[last]:
+                if loud is None or loud(last):
                     self.last_loud_end = self.last_voiced_end
                 else:
-                    while last >= 0 and not (decisions[last] and loud[last]):
+                    last -= 1
+                    while last >= 0 and not (decisions[last] and loud(last)):
                         last -= 1
                     if last >= 0:
                         self.last_loud_end = (base + last * frame) / rate + self.frame_s
