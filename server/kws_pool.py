@@ -153,7 +153,8 @@ class KwsPool:
     def _executor(self, worker: int) -> ProcessPoolExecutor:
         executor = self._executors[worker]
         if executor is None:
-            executor = ProcessPoolExecutor(1, mp_context=self._ctx)
+            executor = ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_w_init,
+                                           initargs=(os.getpid(),))
             self._executors[worker] = executor
         return executor
 
@@ -207,6 +208,20 @@ def _log_failure(future: Any) -> None:
 # -- in the worker processes ----------------------------------------------------------------
 
 _spotters: dict[str, KeywordSpotter] = {}
+
+
+def _w_init(parent: int) -> None:
+    """A worker outlives a hub that was killed (SIGKILL, OOM): it would wait on its queue for
+    ever. Watch the parent and leave when it is gone."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="kws-parent-watch", daemon=True).start()
 
 
 def _w_ping() -> int:
