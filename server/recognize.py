@@ -45,7 +45,7 @@ log = logging.getLogger("floorwatch.recognize")
 
 #: The not-said check never waits longer than this for a recognizer that has fallen behind
 #: (or an ASR server that does not answer): past it, the verdict is given on what is known.
-MAX_WAIT_S = 8.0
+MAX_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
