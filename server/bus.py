@@ -8,14 +8,20 @@ which one runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from server.events import FloorEvent
 
 log = logging.getLogger("floorwatch.bus")
 
 Handler = Callable[[FloorEvent], None]
+# answers a request from another hub: (kind, payload) -> reply (JSON-able)
+RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class HubUnreachable(Exception):
+    """Another hub of the floor did not answer a request (gone, or no shared bus)."""
 
 
 class Bus(Protocol):
@@ -33,6 +39,14 @@ class Bus(Protocol):
     async def fetch_row(self, table: str, key: str) -> bool:
         """Fetch one shared store row (an account or session made on another hub a moment ago)
         into the local store; True if there was one."""
+
+    def serve_requests(self, handler: RequestHandler) -> None:
+        """Answer the requests other hubs of the floor send this hub."""
+
+    async def request(self, hub_id: str, kind: str, payload: dict[str, Any],
+                      timeout: float) -> dict[str, Any]:
+        """Ask another hub (e.g. the one a call streams to) and return its reply; raises
+        `HubUnreachable` when it does not answer in time."""
 
     async def start(self) -> None: ...
 
@@ -70,6 +84,13 @@ class LocalBus:
 
     async def fetch_row(self, table: str, key: str) -> bool:
         return False
+
+    def serve_requests(self, handler: RequestHandler) -> None:
+        return None  # one hub: nobody else asks
+
+    async def request(self, hub_id: str, kind: str, payload: dict[str, Any],
+                      timeout: float) -> dict[str, Any]:
+        raise HubUnreachable(f"hub {hub_id} is not on this floor (no shared bus)")
 
     async def start(self) -> None:
         return None

@@ -24,6 +24,7 @@ catches up on the others' events. A Redis that comes back empty is refilled by t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.bus import Handler
+from server.bus import Handler, HubUnreachable, RequestHandler
 from server.events import (
     Alert,
     AlertChanged,
@@ -133,6 +134,9 @@ class RedisBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.applied = 0
+        self._request_handler: RequestHandler | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._requests: set[asyncio.Task[None]] = set()
         store.on_row_change(self._row_changed)
 
     # -- Bus interface --------------------------------------------------------------------
@@ -196,16 +200,17 @@ class RedisBus:
                         self.url, exc)
         self._tasks = [asyncio.create_task(self._write_forever(), name="redis-bus-writer"),
                        asyncio.create_task(self._read_forever(), name="redis-bus-reader"),
-                       asyncio.create_task(self._beat_forever(), name="redis-bus-heartbeat")]
+                       asyncio.create_task(self._beat_forever(), name="redis-bus-heartbeat"),
+                       asyncio.create_task(self._rpc_forever(), name="redis-bus-rpc")]
 
     async def close(self) -> None:
         # redis-py may turn a cancellation inside a command into a connection error, which the
         # loops would then retry: the flag makes them stop whatever the exception says
         self._closing = True
         self._wake.set()
-        for task in self._tasks:
+        for task in (*self._tasks, *self._requests):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._requests, return_exceptions=True)
         if self._healthy and (self._outbox or self._tiles_dirty):
             try:
                 async with asyncio.timeout(2):
@@ -365,6 +370,74 @@ class RedisBus:
                 if self._closing:
                     return
                 self._set_unhealthy(exc)
+
+    # -- requests between hubs ------------------------------------------------------------
+    # Pub/sub, not the stream: a request is only worth answering now (a supervisor waits), and
+    # PUBLISH says at once whether the other hub is listening at all.
+
+    def serve_requests(self, handler: RequestHandler) -> None:
+        self._request_handler = handler
+
+    async def request(self, hub_id: str, kind: str, payload: dict[str, Any],
+                      timeout: float) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        message = json.dumps({"id": request_id, "from": self.id, "kind": kind,
+                              "payload": payload})
+        try:
+            async with asyncio.timeout(timeout):
+                if not await self._redis.publish(f"{self._p}rpc:{hub_id}", message):
+                    raise HubUnreachable(f"hub {hub_id} is not listening")
+                return await future
+        except TimeoutError:
+            raise HubUnreachable(f"hub {hub_id} did not answer within {timeout:g} s") from None
+        except (RedisError, OSError) as exc:
+            raise HubUnreachable(f"redis: {exc}") from None
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def _rpc_forever(self) -> None:
+        requests, replies = f"{self._p}rpc:{self.id}", f"{self._p}rpc-reply:{self.id}"
+        while not self._closing:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(requests, replies)
+                async for message in pubsub.listen():
+                    data = json.loads(message["data"])
+                    if message["channel"] == replies:
+                        future = self._replies.get(data.get("id", ""))
+                        if future is not None and not future.done():
+                            future.set_result(data)
+                    else:
+                        task = asyncio.create_task(self._answer(data), name="redis-bus-answer")
+                        self._requests.add(task)
+                        task.add_done_callback(self._requests.discard)
+            except (RedisError, OSError, ValueError) as exc:
+                if self._closing:
+                    return
+                log.info("redis requests channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"id": request.get("id")}
+        try:
+            if self._request_handler is None:
+                raise ValueError("this hub answers no requests")
+            reply["result"] = await self._request_handler(str(request["kind"]),
+                                                          dict(request["payload"]))
+        except Exception as exc:  # the asking hub gets the error, this hub carries on
+            log.exception("request %s from hub %s failed", request.get("kind"),
+                          request.get("from"))
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            await self._redis.publish(f"{self._p}rpc-reply:{request['from']}",
+                                      json.dumps(reply))
+        except (RedisError, OSError) as exc:
+            log.warning("could not answer hub %s: %s", request.get("from"), exc)
 
     # -- (re)connecting -------------------------------------------------------------------
 

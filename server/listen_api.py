@@ -65,8 +65,8 @@ async def start_monitor(request: web.Request) -> web.Response:
             if not isinstance(agent_id, str) or not agent_id:
                 return web.json_response({"error": "agent_id: expected an agent id (or "
                                                    "spot_check: true)"}, status=400)
-        answer = await hub.monitoring.start(user, agent_id, MonitorMode(mode_text), reason, sdp,
-                                            spot_check=spot_check)
+        answer = await hub.monitoring.start_anywhere(user, agent_id, MonitorMode(mode_text),
+                                                     reason, sdp, spot_check=spot_check)
     except MonitorRefused as exc:
         return _refused(exc, user.username)
     except BadOffer as exc:
@@ -85,7 +85,8 @@ async def stop_monitor(request: web.Request) -> web.Response:
     user = caller(request)
     assert user is not None
     try:
-        session = await request.app[HUB].monitoring.stop(request.match_info["session_id"], user)
+        session = await request.app[HUB].monitoring.stop_anywhere(
+            request.match_info["session_id"], user)
     except MonitorRefused as exc:
         return _refused(exc, user.username)
     return web.json_response({"session": session}, dumps=dumps)

@@ -137,11 +137,21 @@ def pick_spot_check(tiles: Iterable[Mapping[str, Any]], unacked_severities: Mapp
 
 def listeners_field(sessions: Iterable[ActiveSession]) -> list[dict[str, str]]:
     """The tile's `listeners` field: who is monitoring the agent's call, and how."""
-    return [{"user": s.display_name, "mode": s.mode.value}
+    return [{"user": s.display_name, "username": s.username, "mode": s.mode.value}
             for s in sorted(sessions, key=lambda s: (s.display_name, s.id))]
 
 
 def agent_notice(sessions: Iterable[ActiveSession], *, notify_listen: bool) -> list[dict[str, str]]:
     """What the agent's desktop is told. Whisper and barge announce themselves (the agent hears
     the supervisor); silent listening is shown unless configuration says otherwise."""
-    return listeners_field(s for s in sessions if notify_listen or s.mode.talks)
+    return [{"user": s.display_name, "mode": s.mode.value}
+            for s in sorted(sessions, key=lambda s: (s.display_name, s.id))
+            if notify_listen or s.mode.talks]
+
+
+def sessions_on_tiles(tiles: Iterable[Mapping[str, Any]]) -> list[ActiveSession]:
+    """The floor's monitoring sessions as its tiles show them (every hub's, through the bus)."""
+    return [ActiveSession("", entry.get("username", ""), entry.get("user", ""), tile["agent_id"],
+                          str(tile.get("call_id") or ""), MonitorMode(entry["mode"]))
+            for tile in tiles for entry in tile.get("listeners") or ()
+            if entry.get("mode") in MonitorMode.__members__.values()]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import av
 
+from server.bus import HubUnreachable
 from server.call_audio import CallTap, PacketQueue, VoiceResampler
 from server.events import AlertChanged, TileChanged
 from server.ingest_protocol import AUDIO_HEADER, PROTOCOL_VERSION, AudioChunk
@@ -32,9 +33,10 @@ from server.monitor import (
     check_request,
     listeners_field,
     pick_spot_check,
+    sessions_on_tiles,
 )
 from server.store import User
-from server.webrtc import MonitorPeer, rtc_configuration
+from server.webrtc import BadOffer, MonitorPeer, rtc_configuration
 from server.wire import dumps, iso
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ log = logging.getLogger("floorwatch.monitoring")
 
 VOICE_SEND_TIMEOUT_S = 0.2  # a stuck agent link: the supervisor's voice is skipped
 VOICE_FLAGS = {MonitorMode.WHISPER: 1, MonitorMode.BARGE: 2}
+FORWARD_TIMEOUT_S = 10.0  # the owning hub answers an offer within this (ICE gathering included)
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Monitoring:
         self._rng = random.Random()
         self._notices: dict[str, list[dict[str, str]]] = {}  # what each agent was told last
         hub.bus.subscribe(self._on_event)
+        hub.bus.serve_requests(self._on_request)
 
     # -- requests from supervisors ----------------------------------------------------------
 
@@ -88,14 +92,74 @@ class Monitoring:
         unacked: dict[str, list[str]] = {}
         for alert in floor.unacked_alerts():
             unacked.setdefault(alert.agent_id, []).append(alert.severity.value)
-        local = [t for t in floor.tiles.values() if t["agent_id"] in self._hub.connections]
-        agent_id = pick_spot_check(local, unacked, self._active(), user.username,
+        tiles = list(floor.tiles.values())  # the whole floor: a call on another hub is forwarded
+        agent_id = pick_spot_check(tiles, unacked, sessions_on_tiles(tiles), user.username,
                                    max_listeners=self.settings.max_listeners_per_call,
                                    rng=self._rng)
         if agent_id is None:
             raise MonitorRefused(404, "listen.refused.no_live_call",
                                  "no live call is available for a spot check")
         return agent_id
+
+    async def start_anywhere(self, user: User, agent_id: str, mode: MonitorMode, reason: str,
+                             offer_sdp: str, *, spot_check: bool = False) -> dict[str, Any]:
+        """Start a session on the hub the call streams to: here, or forwarded through the bus
+        (the browser's media then flows straight to that hub; the HTTP answer comes back here)."""
+        owner = (self._hub.floor.tiles.get(agent_id) or {}).get("hub")
+        if (owner in (None, self._hub.id) or agent_id in self._hub.connections
+                or not self._hub.shared):
+            return await self.start(user, agent_id, mode, reason, offer_sdp,
+                                    spot_check=spot_check)
+        reply = await self._forward(owner, "monitor.start", {
+            "user": _user_json(user), "agent_id": agent_id, "mode": mode.value,
+            "reason": reason, "sdp": offer_sdp, "spot_check": spot_check})
+        return reply["answer"]
+
+    async def stop_anywhere(self, session_id: str, user: User) -> dict[str, Any]:
+        if session_id in self._sessions or not self._hub.shared:
+            return await self.stop(session_id, user)
+        row = self._hub.store.monitor_session(session_id)
+        if row is None or row["ended_at"] is not None or row["hub"] == self._hub.id:
+            raise MonitorRefused(404, "listen.refused.unknown_session", "no such session")
+        reply = await self._forward(row["hub"], "monitor.stop",
+                                    {"user": _user_json(user), "session_id": session_id})
+        return reply["session"]
+
+    async def _forward(self, hub_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply = await self._hub.bus.request(hub_id, kind, payload, FORWARD_TIMEOUT_S)
+        except HubUnreachable as exc:
+            log.warning("monitoring: hub %s unreachable for %s: %s", hub_id, kind, exc)
+            raise MonitorRefused(503, "listen.refused.elsewhere",
+                                 "the hub this call streams to does not answer") from None
+        if "error" in reply:
+            raise MonitorRefused(502, "listen.refused.elsewhere",
+                                 f"the hub this call streams to failed: {reply['error']}")
+        result = reply["result"]
+        if "refused" in result:
+            r = result["refused"]
+            raise MonitorRefused(r["status"], r["key"], r["message"])
+        if "bad_offer" in result:
+            raise BadOffer(result["bad_offer"])
+        return result
+
+    async def _on_request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Another hub forwards a supervisor's request for a call streaming here."""
+        u = payload["user"]
+        user = User(u["username"], u["role"], u["display_name"], frozenset(u["permissions"]))
+        try:
+            if kind == "monitor.start":
+                answer = await self.start(user, payload["agent_id"], MonitorMode(payload["mode"]),
+                                          payload["reason"], payload["sdp"],
+                                          spot_check=bool(payload["spot_check"]))
+                return {"answer": answer}
+            if kind == "monitor.stop":
+                return {"session": await self.stop(payload["session_id"], user)}
+        except MonitorRefused as exc:
+            return {"refused": {"status": exc.status, "key": exc.key, "message": exc.message}}
+        except BadOffer as exc:
+            return {"bad_offer": str(exc)}
+        raise ValueError(f"unknown request {kind!r}")
 
     async def start(self, user: User, agent_id: str, mode: MonitorMode, reason: str,
                     offer_sdp: str, *, spot_check: bool = False) -> dict[str, Any]:
@@ -253,6 +317,11 @@ class Monitoring:
         self._notices[agent_id] = notice
         self._hub.spawn(_send_quietly(ws, dumps({"type": "monitor", "sessions": notice})),
                         name=f"monitor-notice-{agent_id}")
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"username": user.username, "role": user.role, "display_name": user.display_name,
+            "permissions": sorted(user.permissions)}
 
 
 async def _send_quietly(ws: Any, text: str) -> None:

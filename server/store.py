@@ -485,6 +485,11 @@ class Store:
                          "WHERE id=? AND ended_at IS NULL", (ended_at, end_reason, session_id))
         self._changed("monitor_sessions", session_id)
 
+    def monitor_session(self, session_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM monitor_sessions WHERE id=?",
+                               (session_id,)).fetchone()
+        return None if row is None else dict(row)
+
     def monitor_sessions(self, *, since: float = 0.0, agent_id: str | None = None,
                          limit: int = 500) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM monitor_sessions WHERE started_at >= ?", [since]

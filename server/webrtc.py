@@ -32,7 +32,7 @@ from server.config import ListenSettings
 
 log = logging.getLogger("floorwatch.webrtc")
 
-CONNECT_TIMEOUT_S = 15.0  # from the answer to an established connection
+CONNECT_TIMEOUT_S = 30.0  # from the answer to an established connection
 
 
 class BadOffer(ValueError):

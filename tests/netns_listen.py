@@ -103,8 +103,8 @@ async def main(wav: Path, out: Path) -> dict:
             " === 'on_call'")
         await tile.click()
         await page.locator('#drawer [data-listen-mode="listen"]').click()
-        await page.wait_for_function(
-            "() => window.fwMonitor && window.fwMonitor.state === 'connected'")
+        await page.wait_for_function(  # ICE takes a while on a loaded machine
+            "() => window.fwMonitor && window.fwMonitor.state === 'connected'", timeout=40000)
         # sample what the page hears for a few seconds: bytes in, level per channel
         samples = []
         for _ in range(30):
@@ -123,7 +123,7 @@ async def main(wav: Path, out: Path) -> dict:
         # whisper with Chromium's fake microphone (a beep): it must reach the agent
         await page.locator('#drawer [data-listen-mode="whisper"]').click()
         await page.wait_for_function("() => window.fwMonitor.session?.mode === 'whisper' && "
-                                     "window.fwMonitor.state === 'connected'")
+                                     "window.fwMonitor.state === 'connected'", timeout=40000)
         await asyncio.sleep(3.0)
         findings["whisper_frames"] = voice.frames["whisper"]
         findings["barge_mixed"] = mixer.mixed_samples

@@ -18,11 +18,13 @@ import aiohttp
 import callgen
 import numpy as np
 import pytest
-from conftest import need_tools, start_hub
+from conftest import REDIS_URL, RunningHub, hub_settings, need_tools, start_hub
 
 from agent_client.connection import HubConnection
 from agent_client.stream import read_wav, stream_call
 from agent_client.supervisor import BargeMixer, SupervisorVoice, VoiceRecorder, parse_voice
+from server.app import create_app
+from server.hub import HUB
 from server.ingest_protocol import AUDIO_HEADER
 from server.monitor import (
     ActiveSession,
@@ -258,7 +260,7 @@ async def test_a_listener_hears_both_sides_of_the_call(aiohttp_server, tmp_path,
         assert status == 201, body
         assert body["session"]["mode"] == "listen" and body["session"]["call_id"] == "call-a1"
         await wall.wait_for(lambda w: w.tiles.get("a1", {}).get("listeners")
-                            == [{"user": "Big Boss", "mode": "listen"}])
+                            == [{"user": "Big Boss", "username": "boss", "mode": "listen"}])
         await agent.finish()
         await asyncio.wait_for(listener.track_ended.wait(), 10)  # the call ended: so did we
     finally:
@@ -438,3 +440,43 @@ async def test_bad_offers_get_a_clear_error(aiohttp_server, tmp_path, listen_cal
         await agent.finish()
     finally:
         await listener.close()
+
+
+async def test_a_supervisor_on_hub_b_listens_to_a_call_streaming_to_hub_a(
+        aiohttp_server, tmp_path, redis_prefix, listen_call):
+    """Scale-out: the request goes to hub B, which forwards it through Redis to hub A, where
+    the call streams; A answers with its own ICE candidates and the audio flows from A."""
+    redis = {"url": REDIS_URL, "key_prefix": redis_prefix}
+    hub_a = await start_hub(aiohttp_server, tmp_path / "a", redis={**redis, "hub_id": "hub-a"},
+                            listen=LOCAL_ICE)
+    # hub B has no accounts of its own: it learns them from A through Redis
+    app_b = create_app(hub_settings(tmp_path / "b", redis={**redis, "hub_id": "hub-b"},
+                                    listen=LOCAL_ICE))
+    server_b = await aiohttp_server(app_b, host="127.0.0.1")
+    hub_b = RunningHub(str(server_b.make_url("")).rstrip("/"), app_b[HUB])
+    hub_a.hub.store.add_user(*BOSS, role="admin", display_name="Big Boss")
+    hub_a.tokens["x1"] = hub_a.hub.store.add_agent("x1", "X One", "default")
+    await wait_until(lambda: "boss" in {u.username for u in hub_b.hub.store.users()}, 10)
+    agent = StreamingAgent(hub_a, "x1", listen_call.wav, tmp_path)
+    listener = Listener(hub_b.url, *BOSS)
+    await listener.login()
+    try:
+        await agent.start(hub_a, "x1")
+        await wait_until(lambda: hub_b.hub.floor.tiles.get("x1", {}).get("state") == "on_call",
+                         10)
+        status, body = await listener.start("x1")
+        assert status == 201, body
+        session_id = body["session"]["id"]
+        await listener.wait_heard(2.0, timeout=15)
+        assert hub_a.hub.monitoring.sessions()[0]["id"] == session_id  # it runs on A
+        assert not hub_b.hub.monitoring.sessions()
+        assert await listener.stop() == 200  # stopped through B as well
+        await wait_until(lambda: not hub_a.hub.monitoring.sessions(), 5)
+        await agent.finish()
+    finally:
+        await listener.close()
+    # the audit row, written on A, is on B too
+    await wait_until(lambda: (hub_b.hub.store.monitor_session(session_id) or {})
+                     .get("end_reason") == "stopped", 10)
+    row = hub_b.hub.store.monitor_session(session_id)
+    assert row["hub"] == "hub-a" and row["username"] == "boss"

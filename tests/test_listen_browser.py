@@ -22,13 +22,16 @@ from test_listen import LISTEN_CALL
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCENARIO = Path(__file__).resolve().parent / "netns_listen.py"
+# the listening call's conversation four times over (~45 s): speech whenever the browser joins
+LONG_CALL = [callgen.Utterance(u.channel, u.start_s + 11.5 * i, u.text, u.voice)
+             for i in range(4) for u in LISTEN_CALL]
 
 
 def test_chromium_listens_whispers_and_the_audit_trail_shows_it(tmp_path):
     need_tools("espeak-ng", "sox", "unshare", "ip")
     need(Path("/usr/bin/chromium").exists(), "no Chromium at /usr/bin/chromium")
     need(os.geteuid() == 0, "a private network namespace needs root (unshare -n)")
-    call = callgen.generate_call(LISTEN_CALL, 16000, tmp_path, tail_s=8.0)
+    call = callgen.generate_call(LONG_CALL, 16000, tmp_path, tail_s=2.0)
     result = subprocess.run([shutil.which("unshare"), "-n", sys.executable, str(SCENARIO),
                              "--wav", str(call.wav), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=180)
@@ -39,7 +42,7 @@ def test_chromium_listens_whispers_and_the_audit_trail_shows_it(tmp_path):
     # audio bytes keep arriving, and the page hears both sides (agent left, customer right)
     assert listen["bytes"][-1] > listen["bytes"][0] > 0
     assert listen["max_left"] > 0.01 and listen["max_right"] > 0.01, listen
-    assert found["tile_listeners"] == [{"user": "Big Boss", "mode": "listen"}]
+    assert found["tile_listeners"] == [{"user": "Big Boss", "username": "boss", "mode": "listen"}]
     # the whisper (Chromium's fake microphone) reached the agent, and not the call
     assert found["whisper_frames"] > 50 and found["agent_heard_samples"] > 16000
     assert found["barge_mixed"] == 0
