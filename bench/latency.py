@@ -36,6 +36,7 @@ from bench.common import (
     read_json,
     restored_process_state,
     save_result,
+    unpack_tree,
 )
 from bench.loadstep import SPAWN_S, StepConfig, delays_ms, run_step
 from bench.servers import hub_process, provision
@@ -58,7 +59,8 @@ async def run(args: argparse.Namespace, capacity: int) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     levels = [max(args.probes, round(f * capacity)) for f in args.fractions]
     tokens = list(provision(workdir / "data", max(levels)).items())
-    hub = hub_process(workdir, settings={"analysis.dead_air_s": args.dead_air})
+    root = unpack_tree(args.tree, workdir / "tree") if args.tree else None
+    hub = hub_process(workdir, settings={"analysis.dead_air_s": args.dead_air}, root=root)
     await hub.start()
     out = []
     try:
@@ -103,6 +105,7 @@ async def run(args: argparse.Namespace, capacity: int) -> dict[str, Any]:
         "machine": machine(),
         "environment": environment,
         "params": {"rate": args.rate, "capacity": capacity, "fractions": args.fractions,
+                   "tree": args.tree or ".",
                    "probes": args.probes, "measure_s": args.measure,
                    "dead_air_s": args.dead_air, "overtalk_s": 1.0, "chunk_ms": 100},
         "levels": out,
@@ -121,9 +124,10 @@ def _print_level(level: dict[str, Any]) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     p = result["params"]
+    tree = "" if p.get("tree", ".") == "." else f", hub of `{p['tree']}`"
     lines = [f"#### Alert latency at the wall, {p['rate'] // 1000} kHz (capacity taken as "
              f"{p['capacity']} calls; dead air {p['dead_air_s']:g} s, overtalk "
-             f"{p['overtalk_s']:g} s)", "",
+             f"{p['overtalk_s']:g} s{tree})", "",
              "| load | kind | n | latency p50 / p99 ms | target p99 | pipeline p50 / p99 ms "
              "| VAD dating bias p50 ms | hub cores / other |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -163,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nice", type=int, default=-10)
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--tree", default=None,
+                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
     return p
 
 

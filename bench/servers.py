@@ -24,7 +24,16 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
-from bench.common import cores, cpu_seconds, parse_metrics, pct, python_env, rss_bytes, taskset
+from bench.common import (
+    REPO,
+    cores,
+    cpu_seconds,
+    parse_metrics,
+    pct,
+    python_env,
+    rss_bytes,
+    taskset,
+)
 from server.store import Store
 
 SUPERVISOR = ("bench-sup", "bench-password-1")
@@ -161,16 +170,23 @@ def gc_env(log: Path | None) -> dict[str, str]:
 
 
 def hub_process(workdir: Path, *, settings: dict[str, Any] | None = None,
-                port: int | None = None, gc_log: bool = True) -> ServerProcess:
-    """The real hub, configured through FLOORWATCH_<SECTION>__<KEY> variables.
+                port: int | None = None, gc_log: bool = True,
+                root: Path | None = None) -> ServerProcess:
+    """The real hub, configured through FLOORWATCH_<SECTION>__<KEY> variables; its code from
+    `root` (an unpacked earlier version, `bench.common.unpack_tree`) or this checkout.
 
     Keyword spotting in call audio is off unless `settings` turns it on (`kws.enabled`): its
     worker processes would share the hub's core, and bench.kws_capacity measures it apart."""
-    settings = {"kws.enabled": False, **(settings or {})}
+    code = root or REPO
+    if "class KwsSettings" in (code / "server" / "config.py").read_text():
+        settings = {"kws.enabled": False, **(settings or {})}
     port = port or free_port()
     env = {"FLOORWATCH_SERVER__PORT": str(port),
            "FLOORWATCH_SERVER__DATA_DIR": str(workdir / "data"),
            **gc_env(workdir / "hub-gc.jsonl" if gc_log else None)}
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(GC_PROBE_DIR)] * gc_log + [str(root)])
     for key, value in (settings or {}).items():
         section, name = key.split(".", 1)
         env[f"FLOORWATCH_{section.upper()}__{name.upper()}"] = (
