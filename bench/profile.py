@@ -77,8 +77,12 @@ def aggregate(folded: str) -> dict[str, Any]:
 
 # Where a sample's time belongs: the first frame from the leaf up whose file is listed here
 # (frames of helpers such as json, enum or dataclass __init__ count for their caller's area).
+# The hub calls webrtcvad's C module from a list comprehension, which py-spy shows as the leaf:
+# its samples are the C calls plus the slicing around them.
 AREAS: tuple[tuple[str, str], ...] = (
     ("webrtcvad.py", "webrtcvad (C)"),
+    ("server/analysis/vad.py:WebRtcScorer.score.<locals>.<listcomp>",
+     "webrtcvad (C, with the comprehension calling it)"),
     ("sitecustomize.py", "GC probe"),
     ("server/analysis/", "analysis in Python (framing, gates, detectors, snapshot)"),
     ("server/agent_live.py", "tile fields and alerts (agent_live)"),

@@ -155,6 +155,10 @@ class CallAnalyzer:
         the talk ratio and the monologue move, and only with speech. Lets the hub skip the
         snapshot and the tile diff for the chunks that change nothing a wall would show.
         """
+        agent, customer = self.gates
+        if not (agent.speaking or customer.speaking) and (
+                self._tile_key is not None and self._changes == self._tile_key[0]):
+            return False  # no event and nobody speaking since the key was taken: nothing moved
         key = (self._changes, _rounded(self.stats.talk_ratio(), ratio_digits),
                round(self.stats.longest_monologue_s, monologue_digits))
         if key == self._tile_key:
