@@ -42,6 +42,7 @@ from bench.common import (
     read_json,
     restored_process_state,
     save_result,
+    unpack_tree,
     wait_quiet,
 )
 from bench.common import write_json as _write_json
@@ -144,7 +145,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = results_dir / "work" / "fanout"
     shutil.rmtree(workdir, ignore_errors=True)
     tokens = list(provision(workdir / "data", args.driver_calls + 1).items())
-    hub = hub_process(workdir, settings={"walls.patch_interval_ms": args.interval_ms})
+    root = unpack_tree(args.tree, workdir / "tree") if args.tree else None
+    hub = hub_process(workdir, settings={"walls.patch_interval_ms": args.interval_ms},
+                      root=root)
     await hub.start()
     levels: list[dict[str, Any]] = []
     stall_result: dict[str, Any] | None = None
@@ -207,6 +210,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "environment": environment,
         "params": {"interval_ms": args.interval_ms, "driver_calls": args.driver_calls,
+                   "tree": args.tree or ".",
                    "walls_offer_deflate": bool(args.deflate),
                    "measure_s": args.measure, "walls": args.walls,
                    "stall_walls": args.stall_walls, "stall_s": args.stall_s,
@@ -289,9 +293,11 @@ def _print_level(fig: dict[str, Any]) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     p = result["params"]
+    tree = "" if p.get("tree", ".") == "." else f"; hub of `{p['tree']}`"
     lines = [f"#### Wall fan-out (tiles every {p['interval_ms']} ms, driver of "
              f"{p['driver_calls']} calls + 1 status flipper"
-             f"{'; walls offer permessage-deflate' if p.get('walls_offer_deflate') else ''})",
+             f"{'; walls offer permessage-deflate' if p.get('walls_offer_deflate') else ''}"
+             f"{tree})",
              "",
              "| walls | deliveries/s (walls / hub) | per wall /s | delay p50 / p90 / p99 / max "
              "ms | hub CPU (cores) | of which fan-out | wall clients / other cores | hub RSS MiB |",
@@ -358,6 +364,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nice", type=int, default=-10)
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--tree", default=None,
+                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
     return p
 
 
