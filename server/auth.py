@@ -90,14 +90,20 @@ async def login(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     # scrypt takes tens of milliseconds on purpose: keep it off the event loop
     user = await loop.run_in_executor(None, hub.store.check_password, username, password)
+    # a browser posting the form itself (the page's script not loaded yet) gets pages, not JSON
+    page = request.content_type != "application/json" and "text/html" in request.headers.get(
+        "Accept", "")
     if user is None:
         log.warning("failed sign-in for %r from %s", username[:64], request.remote)
+        if page:
+            raise web.HTTPSeeOther("/login?error=bad_credentials")
         return web.json_response({"error": "bad_credentials"}, status=401)
     settings = hub.settings.auth
     token = hub.store.new_session(user.username, settings.session_ttl_h * 3600)
     await hub.bus.sync()  # the session is shared before the browser can use it on another hub
     log.info("%s signed in from %s", user.username, request.remote)
-    response = web.json_response({"user": user_json(user)})
+    response = (web.Response(status=303, headers={"Location": "/"}) if page
+                else web.json_response({"user": user_json(user)}))
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax",
                         secure=settings.cookie_secure, max_age=int(settings.session_ttl_h * 3600),
                         path="/")

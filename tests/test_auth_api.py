@@ -37,6 +37,15 @@ async def test_login_logout_and_bad_password(running_hub):
             assert "HttpOnly" in r.headers["Set-Cookie"]
         async with http.get(f"{running_hub.url}/api/me") as r:
             assert (await r.json())["user"]["username"] == SUPERVISOR[0]
+        # a browser posting the form natively (its script not loaded yet) gets pages back
+        browser = {"Accept": "text/html,application/xhtml+xml"}
+        async with http.post(f"{running_hub.url}/login", headers=browser, allow_redirects=False,
+                             data={"username": SUPERVISOR[0], "password": "wrong"}) as r:
+            assert r.status == 303 and r.headers["Location"] == "/login?error=bad_credentials"
+        async with http.post(f"{running_hub.url}/login", headers=browser, allow_redirects=False,
+                             data={"username": SUPERVISOR[0], "password": SUPERVISOR[1]}) as r:
+            assert r.status == 303 and r.headers["Location"] == "/"
+            assert "HttpOnly" in r.headers["Set-Cookie"]
         async with http.post(f"{running_hub.url}/logout",
                              headers={"Origin": running_hub.url}) as r:
             assert r.status == 200

@@ -62,7 +62,11 @@ async function signIn(ev) {
   }
 }
 
+// handle the form at once: a click while the strings still load must not post it natively
+form.addEventListener('submit', signIn);
 await initI18n();
 bindLangSelect(document.getElementById('lang'));
 onLangChange(() => showError(errorKey, errorVars));
-form.addEventListener('submit', signIn);
+if (new URLSearchParams(location.search).get('error') === 'bad_credentials') {
+  showError('login.bad_credentials'); // the hub's answer to a form posted without this script
+}
