@@ -116,7 +116,12 @@ class Hub:
         return RedisBus(redis.url, self.store, prefix=redis.key_prefix, hub_id=self.id,
                         stream_maxlen=redis.stream_maxlen, tile_of=self.floor.tiles.get,
                         owned=self.connections.keys, unacked_alerts=self.floor.unacked_alerts,
-                        hubs_seen=self.floor.hubs, on_hub_gone=self.floor.hub_gone)
+                        hubs_seen=self.floor.hubs, on_hub_gone=self._hub_gone)
+
+    def _hub_gone(self, hub_id: str) -> None:
+        """Another hub of the floor stopped beating (killed, cut off)."""
+        self.floor.hub_gone(hub_id)
+        self.monitoring.close_orphans(hub_id, "its hub stopped")
 
     @property
     def shared(self) -> bool:
@@ -161,6 +166,8 @@ class Hub:
         await self.bus.start()
         if not self.shared:
             self._restore_tiles()
+            # sessions a crashed run left open: none of them can still be running
+            self.monitoring.close_orphans(None, "hub restarted")
         self._ticker = asyncio.create_task(self._tick_forever(), name="hub-ticker")
         # worker processes start in the background: serving does not wait for them
         self.spawn(self.recognition.start(), name="recognition-start")

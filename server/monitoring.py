@@ -221,6 +221,15 @@ class Monitoring:
         await self._close(session, reason)
         return out
 
+    def close_orphans(self, hub_id: str | None, reason: str) -> None:
+        """End the audit entries of sessions that died with their hub (`hub_id`; None: every
+        open entry not running here). The end time is when this was noticed."""
+        for row in self._hub.store.open_monitor_sessions(hub_id):
+            if row["id"] not in self._sessions:
+                self._hub.store.monitor_ended(row["id"], time.time(), reason)
+                log.warning("monitoring session %s of %s on agent %s ended: %s", row["id"],
+                            row["username"], row["agent_id"], reason)
+
     async def close_all(self, reason: str) -> None:
         await asyncio.gather(*(self._close(s, reason) for s in list(self._sessions.values())),
                              return_exceptions=True)

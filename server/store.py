@@ -485,6 +485,14 @@ class Store:
                          "WHERE id=? AND ended_at IS NULL", (ended_at, end_reason, session_id))
         self._changed("monitor_sessions", session_id)
 
+    def open_monitor_sessions(self, hub: str | None = None) -> list[dict[str, Any]]:
+        """Sessions not ended yet (of one hub, or all)."""
+        sql, args = "SELECT * FROM monitor_sessions WHERE ended_at IS NULL", []
+        if hub is not None:
+            sql += " AND hub=?"
+            args.append(hub)
+        return [dict(r) for r in self._db.execute(sql, args)]
+
     def monitor_session(self, session_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM monitor_sessions WHERE id=?",
                                (session_id,)).fetchone()

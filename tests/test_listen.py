@@ -480,3 +480,17 @@ async def test_a_supervisor_on_hub_b_listens_to_a_call_streaming_to_hub_a(
                      .get("end_reason") == "stopped", 10)
     row = hub_b.hub.store.monitor_session(session_id)
     assert row["hub"] == "hub-a" and row["username"] == "boss"
+
+
+async def test_sessions_left_open_by_a_crashed_hub_are_closed_when_it_starts_again(
+        aiohttp_server, tmp_path):
+    from server.store import Store
+
+    crashed = Store(tmp_path / "data" / "floorwatch.db")
+    crashed.monitor_started({"id": "m1", "username": "boss", "display_name": "Big Boss",
+                             "agent_id": "a1", "call_id": "c1", "mode": "listen", "reason": "",
+                             "spot_check": 0, "hub": "old-run", "started_at": 1.0})
+    crashed.close()  # the process died: the session was never ended
+    running = await monitor_hub(aiohttp_server, tmp_path)
+    row = running.hub.store.monitor_session("m1")
+    assert row["end_reason"] == "hub restarted" and row["ended_at"] > row["started_at"]
