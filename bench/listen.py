@@ -39,8 +39,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -89,6 +92,8 @@ PLAYER_SPAN_S = 5.0
 PLAYER_PCT = 95
 REPLY = "@@listen "
 JOIN_AT_ONCE = 3  # per listener process
+STARVED_WAITING = 1 / 3
+STARVED_GAP_S = 2.0
 PASSWORD = SUPERVISOR[1]
 
 
@@ -200,6 +205,7 @@ class Ear:
                                 np.sin(2 * np.pi * BURST_HZ * t)], axis=1)
         self.jitter: list[tuple[float, float]] = []  # (arrival, arrival − stream position)
         self.max_gap_s = 0.0
+        self.per_second: collections.Counter[int] = collections.Counter()  # samples by second
 
     def feed(self, frames: Sequence[np.ndarray], arrivals: Sequence[float]
              ) -> list[tuple[float, float]]:
@@ -212,6 +218,7 @@ class Ear:
             if self.jitter:
                 self.max_gap_s = max(self.max_gap_s, arrival - self.jitter[-1][0])
             self.jitter.append((arrival, arrival - self._stream_s))
+            self.per_second[int(arrival)] += n
             mono.append(frame.mean(axis=1))
             arrived.append(np.full(n, arrival))
             frame_at.append(np.full(n, self._stream_s))
@@ -259,8 +266,10 @@ class Member:
         out = {"agent_id": self.agent_id, "user": self.user,
                "onsets": [(a, self.ear.played(a, s)) for a, s in self.onsets],
                "received_s": round(self.ear.received_s, 2),
-               "max_gap_s": round(self.ear.max_gap_s, 3)}
+               "max_gap_s": round(self.ear.max_gap_s, 3),
+               "per_second": dict(self.ear.per_second)}
         self.onsets = []
+        self.ear.per_second.clear()
         return out
 
 
@@ -631,6 +640,7 @@ class Window:
     repeat: int
     mono: tuple[float, float]
     wall: tuple[float, float]
+    attempt: int = 0
 
 
 async def measure(label: str, level: int, repeat: int, seconds: float) -> Window:
@@ -710,12 +720,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await _join(workers, calls, users, level_now, level)
                     level_now = level
                 await asyncio.sleep(args.settle)
-                window = await measure(f"r{repeat} {level}/call", level, repeat, args.window)
+                for attempt in range(1 + args.retries):
+                    window = await measure(f"r{repeat} {level}/call", level, repeat,
+                                           args.window)
+                    window.attempt = attempt
+                    _print_window(window, sampler, len(calls))
+                    if not starved(window, sampler):
+                        break
+                    print("    the hub was held off its core: measuring again", flush=True)
                 windows.append(window)
-                _print_window(window, sampler, len(calls))
             last = repeat == args.repeats - 1
             if last and args.stall_s and level_now > 1:
-                stall = await _stall(workers, sampler, level_now, args)
+                for _ in range(1 + args.retries):
+                    stall = await _stall(workers, sampler, level_now, args)
+                    if not any(p["starved"] for p in stall["phases"].values()):
+                        break
+                    print("    the hub was held off its core: stalling again", flush=True)
             await _ask_all(workers, {"cmd": "leave"})
         reports = await _ask_all(workers, {"cmd": "report"})
         sampling.cancel()
@@ -744,15 +764,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "burst": {"hz": BURST_HZ, "s": BURST_S, "every_s": BURST_PERIOD_S},
                    "opus_bitrate": 32000, "listener_buffer_ms": 300},
         "calls": streamed,
-        "cpu": cpu_figures(windows, sampler, len(calls)),
+        "cpu": cpu_figures(windows, sampler, len(calls), members),
         "delay": delay_figures(windows, members, streamed, stall),
         "stall": stall,
         "hub_sessions": _hub_sessions(hub.log_path),
+        "listeners": [{k: m[k] for k in ("agent_id", "user", "received_s", "max_gap_s")}
+                      | {"onsets": len(m["onsets"])} for m in members],
         "encode_in_process_pct": {str(r): encode_cost(r) for r in RATES},
         "chromium": chromium,
     }
     if stall is not None:
         stall.update(_stall_delays(stall, members, streamed))
+        stall["hub_sessions_call0"] = _last_sessions(result["hub_sessions"]["rows"],
+                                                     streamed[0]["agent_id"] if streamed else "")
     if not args.keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -828,8 +852,7 @@ async def _stall(workers: list[Worker], sampler: Sampler, level: int,
     phases = {}
     for name, w in (("before", before), ("during", during), ("after", after)):
         phases[name] = {"wall": w.wall, "hub_cores": sampler.cores(w.mono)["server"],
-                        "analysis_lag_ms": sampler.gauge("floorwatch_analysis_lag_seconds",
-                                                         w.mono, scale=1000)}
+                        **health(w, sampler), "starved": starved(w, sampler)}
     print(f"  stall: analysis lag p50/max before {_lag(phases['before'])}, during "
           f"{_lag(phases['during'])}, after {_lag(phases['after'])} ms", flush=True)
     return {"stall_s": args.stall_s, "level": level, "phases": phases}
@@ -840,59 +863,102 @@ def _lag(phase: dict[str, Any]) -> str:
     return f"{lag['p50']}/{lag['max']}"
 
 
+def health(w: Window, sampler: Sampler) -> dict[str, Any]:
+    """Was the hub itself held up in the window: the share of it the hub spent runnable but
+    waiting for its core, the longest time /metrics went unanswered, chunks analysed per s."""
+    times = [t for t, _ in sampler.metrics if w.mono[0] <= t <= w.mono[1]]
+    edges = [w.mono[0], *times, w.mono[1]]
+    chunks = sampler.rate("floorwatch_audio_chunks_total", w.mono)
+    return {"hub_waiting": sampler.cores(w.mono)["server_waiting"],
+            "metrics_gap_s": round(max(b - a for a, b in itertools.pairwise(edges)), 2),
+            "chunks_per_s": None if chunks is None else round(chunks, 1),
+            "analysis_lag_ms": sampler.gauge("floorwatch_analysis_lag_seconds", w.mono,
+                                             scale=1000)}
+
+
+def starved(w: Window, sampler: Sampler) -> bool:
+    """The hub spent over a third of the window waiting for its core, or left /metrics
+    unanswered for over 2 s: other work on the machine, not listening, decided the figures."""
+    h = health(w, sampler)
+    return (h["hub_waiting"] or 0) > STARVED_WAITING or h["metrics_gap_s"] > STARVED_GAP_S
+
+
 def _print_window(w: Window, sampler: Sampler, calls: int) -> None:
-    c = sampler.cores(w.mono)
-    lag = sampler.gauge("floorwatch_analysis_lag_seconds", w.mono, scale=1000)
-    print(f"  {w.label}: {w.level * calls} listeners, hub {c['server']} cores, clients "
-          f"{c['clients']}, other {c['other']}; analysis lag p50 {lag['p50']} ms", flush=True)
+    c, h = sampler.cores(w.mono), health(w, sampler)
+    print(f"  {w.label}: {w.level * calls} listeners, hub {c['server']} cores (waiting "
+          f"{c['server_waiting']}), clients {c['clients']}, other {c['other']}; analysis lag "
+          f"p50 {h['analysis_lag_ms']['p50']} ms; /metrics silent at most {h['metrics_gap_s']} "
+          f"s; {h['chunks_per_s']} chunks/s", flush=True)
 
 
 # -- figures ----------------------------------------------------------------------------------
 
 
-def cpu_figures(windows: list[Window], sampler: Sampler, calls: int) -> dict[str, Any]:
-    """Per repeat: hub cores at each level; per listener = (cores − baseline) / listeners."""
-    repeats: dict[int, dict[int, dict[str, Any]]] = {}
+def served(w: Window, members: list[dict[str, Any]]) -> float | None:
+    """Listeners actually served in the window: decoded audio seconds per second, all
+    listeners together (a listener cut off, or a hub held off its core, serves less)."""
+    lo, hi = math.ceil(w.wall[0]), math.floor(w.wall[1])
+    if hi <= lo:
+        return None
+    samples = sum(n for m in members for sec, n in m["per_second"].items() if lo <= int(sec) < hi)
+    return round(samples / EAR_RATE / (hi - lo), 2)
+
+
+def cpu_figures(windows: list[Window], sampler: Sampler, calls: int,
+                members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per repeat: hub cores at each level; per listener = (cores − baseline) / listeners, with
+    listeners counted as connected and as served (audio decoded per second)."""
+    by_repeat: dict[int, dict[int, Window]] = {}
     for w in windows:
-        repeats.setdefault(w.repeat, {})[w.level] = sampler.cores(w.mono)
+        by_repeat.setdefault(w.repeat, {})[w.level] = w
     levels = sorted({w.level for w in windows})
     above = [lv for lv in levels if lv > 0]
     per_repeat = []
-    for repeat, by_level in sorted(repeats.items()):
-        base = by_level.get(0, {}).get("server")
-        row: dict[str, Any] = {"repeat": repeat,
-                               "hub_cores": {lv: by_level[lv]["server"] for lv in by_level},
-                               "other_cores": {lv: by_level[lv]["other"] for lv in by_level},
-                               "client_cores": {lv: by_level[lv]["clients"] for lv in by_level}}
+    for repeat, ws in sorted(by_repeat.items()):
+        cores_ = {lv: sampler.cores(w.mono) for lv, w in ws.items()}
+        hub = {lv: c["server"] for lv, c in cores_.items()}
+        row: dict[str, Any] = {
+            "repeat": repeat, "hub_cores": hub,
+            "served": {lv: served(w, members) if lv else 0.0 for lv, w in ws.items()},
+            "other_cores": {lv: c["other"] for lv, c in cores_.items()},
+            "client_cores": {lv: c["clients"] for lv, c in cores_.items()},
+            "attempts": {lv: w.attempt + 1 for lv, w in ws.items()},
+            "health": {lv: health(w, sampler) for lv, w in ws.items()}}
+        base = hub.get(0)
         if base is not None:
-            row["per_listener_pct"] = {
-                lv: round(100 * (by_level[lv]["server"] - base) / (lv * calls), 3)
-                for lv in above if by_level.get(lv, {}).get("server") is not None}
-            if len(above) >= 2 and all(by_level.get(lv, {}).get("server") is not None
+            row["per_listener_pct"] = {lv: round(100 * (hub[lv] - base) / (lv * calls), 3)
+                                       for lv in above if hub.get(lv) is not None}
+            row["per_served_listener_pct"] = {
+                lv: round(100 * (hub[lv] - base) / row["served"][lv], 3)
+                for lv in above if hub.get(lv) is not None and row["served"].get(lv)}
+            if len(above) >= 2 and all(hub.get(lv) is not None and row["served"].get(lv)
                                        for lv in above[:2]):
                 first, nxt = above[:2]
-                c1, c2 = by_level[first]["server"], by_level[nxt]["server"]
-                row["first_listener_pct"] = round(100 * (c1 - base) / (first * calls), 3)
-                row["additional_listener_pct"] = round(100 * (c2 - c1) / ((nxt - first) * calls),
-                                                       3)
+                s1, s2 = row["served"][first], row["served"][nxt]
+                row["first_listener_pct"] = round(100 * (hub[first] - base) / s1, 3)
+                if s2 - s1 > 0.5:
+                    row["additional_listener_pct"] = round(100 * (hub[nxt] - hub[first])
+                                                           / (s2 - s1), 3)
         per_repeat.append(row)
 
     def median(key: str, level: int | None = None) -> float | None:
-        vals = [(r[key] if level is None else r.get(key, {}).get(level)) for r in per_repeat]
+        vals = [(r.get(key) if level is None else r.get(key, {}).get(level))
+                for r in per_repeat]
         vals = [v for v in vals if v is not None]
         return round(float(np.median(vals)), 3) if vals else None
 
     out: dict[str, Any] = {
         "per_repeat": per_repeat,
         "median_hub_cores": {lv: median("hub_cores", lv) for lv in levels},
+        "median_served": {lv: median("served", lv) for lv in levels},
         "median_per_listener_pct": {lv: median("per_listener_pct", lv) for lv in above},
-        "median_first_listener_pct": median("first_listener_pct") if len(above) > 1 else None,
-        "median_additional_listener_pct": (median("additional_listener_pct")
-                                           if len(above) > 1 else None),
+        "median_per_served_listener_pct": {lv: median("per_served_listener_pct", lv)
+                                           for lv in above},
+        "median_first_listener_pct": median("first_listener_pct"),
+        "median_additional_listener_pct": median("additional_listener_pct"),
     }
-    if out["median_first_listener_pct"] is not None:
-        out["encode_per_call_pct"] = round(out["median_first_listener_pct"]
-                                           - out["median_additional_listener_pct"], 3)
+    first, more = out["median_first_listener_pct"], out["median_additional_listener_pct"]
+    out["encode_per_call_pct"] = None if first is None or more is None else round(first - more, 3)
     return out
 
 
@@ -972,6 +1038,11 @@ def _stall_delays(stall: dict[str, Any], members: list[dict[str, Any]],
     return out
 
 
+def _last_sessions(rows: list[dict[str, Any]], agent_id: str) -> dict[str, Any]:
+    """The hub's record of the last session of each user on one call: {user: [sent, skipped]}."""
+    return {r["user"]: [r["sent"], r["skipped"]] for r in rows if r["agent_id"] == agent_id}
+
+
 SESSION_LINE = re.compile(r"(\S+) stopped to listen agent (\S+) \((.*?); (\d+) packets sent, "
                           r"(\d+) skipped\)")
 
@@ -984,8 +1055,10 @@ def _hub_sessions(log: Path) -> dict[str, Any]:
             if m := SESSION_LINE.search(line):
                 rows.append({"user": m[1], "agent_id": m[2], "reason": m[3], "sent": int(m[4]),
                              "skipped": int(m[5])})
-    return {"sessions": len(rows), "skipped_total": sum(r["skipped"] for r in rows),
-            "with_skips": [r for r in rows if r["skipped"]][:10]}
+    sent, skipped = sum(r["sent"] for r in rows), sum(r["skipped"] for r in rows)
+    return {"sessions": len(rows), "sent_total": sent, "skipped_total": skipped,
+            "skipped_share": round(skipped / (sent + skipped), 4) if sent + skipped else None,
+            "rows": rows}
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -996,16 +1069,22 @@ def markdown(result: dict[str, Any]) -> str:
     calls = p["calls"]
     lines = [f"#### Listening: {calls} calls ({', '.join(f'{r // 1000} kHz' for r in p['rates'])}"
              f"), hub CPU over {p['window_s']:g} s windows, {p['repeats']} repeats", "",
-             "| listeners per call | listeners | hub cores (median) | % of a core per listener "
-             "(median) |", "|---:|---:|---:|---:|"]
+             "| listeners per call | listeners | served (median) | hub cores (median) | % of a "
+             "core per listener | per served listener |", "|---:|---:|---:|---:|---:|---:|"]
     for level, cores_ in cpu["median_hub_cores"].items():
         per = cpu["median_per_listener_pct"].get(level, "baseline")
-        lines.append(f"| {level} | {int(level) * calls} | {cores_} | {per} |")
+        per_served = cpu["median_per_served_listener_pct"].get(level, "–")
+        lines.append(f"| {level} | {int(level) * calls} | {cpu['median_served'].get(level)} | "
+                     f"{cores_} | {per} | {per_served} |")
+    retried = sum(a > 1 for r in cpu["per_repeat"] for a in r["attempts"].values())
+    lines += ["", f"- Windows measured again because the hub was held off its core by other "
+              f"work: {retried}."]
     if cpu.get("encode_per_call_pct") is not None:
-        lines += ["", f"- First listener of a call: **{cpu['median_first_listener_pct']} %** of a "
+        lines += [f"- First listener of a call: **{cpu['median_first_listener_pct']} %** of a "
                   f"core; each additional listener on the same call: "
-                  f"**{cpu['median_additional_listener_pct']} %**; the difference, the call's "
-                  f"Opus encoding: {cpu['encode_per_call_pct']} % (in-process, no sockets: "
+                  f"**{cpu['median_additional_listener_pct']} %** (per served listener); the "
+                  f"difference, the call's Opus encoding: {cpu['encode_per_call_pct']} % "
+                  "(in-process, no sockets: "
                   + ", ".join(f"{int(r) // 1000} kHz {v} %"
                               for r, v in result["encode_in_process_pct"].items()) + ")."]
     lines += ["", "| mouth-to-ear (ms) | n | p50 | p95 | max | at a player p50 / p95 |",
@@ -1026,20 +1105,24 @@ def markdown(result: dict[str, Any]) -> str:
         ph = stall["phases"]
         lines += ["", f"Stalled listener (its process stopped {stall['stall_s']:g} s, "
                   f"{stall['level']} listeners per call):", "",
-                  "| phase | analysis lag p50 / max ms | hub cores | others' delay p50 / max ms "
+                  "| phase | analysis lag p50 / max ms | hub cores (waiting) | others' delay p50 / "
+                  "max ms "
                   "| same call's others p50 / max | stalled listener p50 / max |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name in ("before", "during", "after"):
             x = ph[name]
             lines.append(
                 f"| {name} | {x['analysis_lag_ms']['p50']} / {x['analysis_lag_ms']['max']} | "
-                f"{x['hub_cores']} | {x['others_ms']['p50']} / {x['others_ms']['max']} | "
+                f"{x['hub_cores']} ({x['hub_waiting']}) | {x['others_ms']['p50']} / "
+                f"{x['others_ms']['max']} | "
                 f"{x['same_call_others_ms']['p50']} / {x['same_call_others_ms']['max']} | "
                 f"{x['stalled_ms']['p50']} / {x['stalled_ms']['max']} |")
         hs = result["hub_sessions"]
         lines += ["", f"- The hub's own record: {hs['sessions']} sessions ended, "
-                  f"{hs['skipped_total']} packets skipped in all; the stalled listener's longest "
-                  f"gap between decoded frames: {stall.get('stalled_max_gap_s')} s."]
+                  f"{hs['skipped_total']} of {hs['sent_total'] + hs['skipped_total']} packets "
+                  f"skipped in all; on the stalled call [sent, skipped] per listener: "
+                  f"{stall.get('hub_sessions_call0')}; the stalled listener's longest gap "
+                  f"between decoded frames: {stall.get('stalled_max_gap_s')} s."]
     lines += _chromium_markdown(result.get("chromium"))
     env = result["environment"]
     lines += ["", f"- Load: before `{env.get('uptime_before')}`; after "
@@ -1082,6 +1165,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=20.0, help="seconds of each CPU window")
     p.add_argument("--settle", type=float, default=4.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--retries", type=int, default=2,
+                   help="measure a window again (up to this many times) when the hub was held "
+                        "off its core by other work on the machine")
     p.add_argument("--stall-s", type=float, default=5.0, help="0 skips the stall test")
     p.add_argument("--stall-around", type=float, default=8.0,
                    help="seconds measured before and after the stall")
