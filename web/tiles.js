@@ -33,6 +33,11 @@ const BUDGET_START = 64;
 const BUDGET_MIN = 12;
 const BUDGET_MAX = 2000;
 const TICK_BUDGET = 120; // timer updates per frame at most (an aligned burst spreads over frames)
+// Due timers are written in frames on a 100 ms grid: ~1/10 of the tiles per frame rather than
+// all in one frame a second, and not a frame for every few tiles either (each frame has a fixed
+// cost: layerize, commit, raster). A timer shows its new second at most 100 ms late.
+const TIMER_SLOT_MS = 100;
+const TIMER_EARLY_MS = 4; // timer callbacks come a little early or late
 const LISTEN_RANK = { listen: 1, whisper: 2, barge: 3 };
 
 /** Replace an element's text, reusing its Text node (cheaper for layout than textContent). */
@@ -507,7 +512,7 @@ export class TileGrid {
       else this.wake(now + wait);
     }
     if (this.hadBacklog || this.pendingSnapshot) this.schedule();
-    else this.wake(nextTimer);
+    else this.wake(Math.ceil(nextTimer / TIMER_SLOT_MS) * TIMER_SLOT_MS);
     this.stats.lastFlushMs = performance.now() - t0;
   }
 
@@ -554,10 +559,10 @@ export class TileGrid {
     let left = TICK_BUDGET;
     for (const [id, view] of this.views) {
       if (view.hidden || (this.scrolling && !this.onScreen.has(id))) continue;
-      if (view.nextAt <= now && left > 0) {
+      if (view.nextAt <= now + TIMER_EARLY_MS && left > 0) {
         left--;
         this.stats.ticks++;
-        view.tick(this.records.get(id), now);
+        view.tick(this.records.get(id), Math.max(now, view.nextAt));
       }
       if (view.nextAt < next) next = view.nextAt;
     }
