@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--voices", help="comma-separated espeak-ng voices (default: all four)")
     ap.add_argument("--plp", type=float, default=SpotterParams().plp)
     ap.add_argument("--rates", default="8000,16000", help="sample rates to run")
+    ap.add_argument("--margin", type=float, default=10.0,
+                    help="--tune: decades a threshold sits at least above the best false score")
     ap.add_argument("--hf-fill", type=float, help="8 kHz: noise in the 4-8 kHz band (dBFS)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/floorwatch-kws-bench"))
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -441,8 +443,9 @@ def main(argv: list[str] | None = None) -> None:
             default = [r for name, (rt, rs) in runs.items()
                        if name.startswith("en-us/") and rt == rate for r in rs]
             if default:
-                held_out[rate] = suggest(default, keyphrases[rate], ("tune",))
-                shipped[rate] = suggest(default, keyphrases[rate], ("tune", "test"))
+                held_out[rate] = suggest(default, keyphrases[rate], ("tune",), args.margin)
+                shipped[rate] = suggest(default, keyphrases[rate], ("tune", "test"),
+                                        args.margin)
         print("== thresholds fitted on the tuning half, figures on the held-out half (test):")
         output["held_out"] = report(runs, held_out)
         print("== thresholds fitted on both halves (ship these), figures in-sample for en-us:")
