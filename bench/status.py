@@ -71,9 +71,7 @@ async def _agent(url: str, agent_id: str, token: str, stop_at: float,
 
 async def measure(root: Path | None, agents: int, seconds: float, workdir: Path) -> dict:
     tokens = provision(workdir / "data", agents)
-    hub = hub_process(workdir, gc_log=False)
-    if root is not None:
-        hub.env["PYTHONPATH"] = str(root)
+    hub = hub_process(workdir, gc_log=False, root=root)
     await hub.start()
     try:
         rtts: list[float] = []
