@@ -29,6 +29,7 @@ from bench.common import (
     prepare,
     restored_process_state,
     save_result,
+    unpack_tree,
 )
 from bench.fanout import wall_level
 from bench.loadstep import SPAWN_S, StepConfig, run_step
@@ -50,7 +51,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = results / "work" / "memory"
     shutil.rmtree(workdir, ignore_errors=True)
     tokens = list(provision(workdir / "data", max(args.calls)).items())
-    hub = hub_process(workdir, settings={"analysis.dead_air_s": 2.0})
+    root = unpack_tree(args.tree, workdir / "tree") if args.tree else None
+    hub = hub_process(workdir, settings={"analysis.dead_air_s": 2.0}, root=root)
     await hub.start()
     call_points: list[dict[str, Any]] = []
     wall_points: list[dict[str, Any]] = []
@@ -98,6 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "environment": environment,
         "params": {"rate": args.rate, "calls": args.calls, "walls": args.walls,
+                   "tree": args.tree or ".",
                    "measure_s": args.measure},
         "idle_rss_mb": round(idle_rss / 2**20, 1),
         "calls": call_points,
@@ -137,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nice", type=int, default=-10)
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--tree", default=None,
+                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
     return p
 
 
