@@ -679,6 +679,9 @@ def plan_seconds(args: argparse.Namespace) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    main_task = asyncio.current_task()
+    assert main_task is not None  # SIGTERM: stop the servers and clients as on an error
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     environment = prepare(args.nice, measure_background=args.quiet_wait > 0)
     environment["uptime_before"] = load_average()
     results_dir = args.results or RESULTS_DIR
@@ -709,29 +712,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sampling = asyncio.create_task(sampler.run_until(time.monotonic() + seconds + 60),
                                        name="sampler")
         await _wait_calls(hub, len(calls))
+        async def relevel(have: int, want: int, fresh: bool = False) -> int:
+            """From `have` to `want` listeners per call; `fresh`: everyone leaves first (a
+            hub held off its core long enough loses its agents, and their sessions end)."""
+            if fresh or want < have:
+                await _ask_all(workers, {"cmd": "leave"})
+                await _wait_calls(hub, len(calls))
+                have = 0
+            if want > have:
+                await _join(workers, calls, users, have, want)
+            return want
+
         for repeat in range(args.repeats):
             level_now = 0
             for level in args.levels:
-                await wait_quiet(max_wait_s=args.quiet_wait)
-                if level < level_now:
-                    await _ask_all(workers, {"cmd": "leave"})
-                    level_now = 0
-                if level > level_now:
-                    await _join(workers, calls, users, level_now, level)
-                    level_now = level
-                await asyncio.sleep(args.settle)
                 for attempt in range(1 + args.retries):
+                    await wait_quiet(max_wait_s=args.quiet_wait)
+                    level_now = await relevel(level_now, level, fresh=attempt > 0)
+                    await asyncio.sleep(args.settle)
                     window = await measure(f"r{repeat} {level}/call", level, repeat,
                                            args.window)
                     window.attempt = attempt
                     _print_window(window, sampler, len(calls))
                     if not starved(window, sampler):
                         break
-                    print("    the hub was held off its core: measuring again", flush=True)
+                    print("    the hub was held off its core: again", flush=True)
                 windows.append(window)
             last = repeat == args.repeats - 1
             if last and args.stall_s and level_now > 1:
-                for _ in range(1 + args.retries):
+                for attempt in range(1 + args.retries):
+                    if attempt:
+                        level_now = await relevel(level_now, level_now, fresh=True)
+                        await asyncio.sleep(args.settle)
                     stall = await _stall(workers, sampler, level_now, args)
                     if not any(p["starved"] for p in stall["phases"].values()):
                         break
