@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,11 +37,35 @@ from server.analysis.kws import AudioPiece
 from server.recognize import Heard, Sink, TeamRules
 
 log = logging.getLogger("floorwatch.asr")
+# the websockets library logs every frame at DEBUG, payloads included: recognised speech (card
+# numbers read out) must never reach a log, whatever the hub's log level
+_socket_log = logging.getLogger("floorwatch.asr.socket")
+_socket_log.setLevel(logging.INFO)
 
 MAX_QUEUE = 200  # pieces (~50 s of speech) waiting per stream before they are dropped
 RETRY_S = 5.0  # a stream whose connection failed tries again after this (at a region start)
 #: vosk-server compares the end-of-stream message as a string, spacing included
 EOF = '{"eof" : 1}'
+
+
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+                "零": "0", "〇": "0", "幺": "1", "一": "1", "二": "2", "两": "2", "三": "3",
+                "四": "4", "五": "5", "六": "6", "七": "7", "八": "8", "九": "9"}
+_EN = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+_ZH = "[零〇幺一二两三四五六七八九]"
+_SPOKEN_NUMBER = re.compile(rf"\b{_EN}(?:[\s,-]+{_EN}){{3,}}\b|{_ZH}(?:\s*{_ZH}){{3,}}",
+                            re.IGNORECASE)
+
+
+def digits_from_words(text: str) -> str:
+    """Runs of 4 or more spoken digits as digits ("four one one one" -> "4111", 六二二二 ->
+    6222), so the PII masker, which reads digits, catches card and ID numbers an ASR server
+    writes out in words."""
+    def to_digits(m: re.Match[str]) -> str:
+        return "".join(_DIGIT_WORDS[w] for w in re.findall(rf"{_EN}|{_ZH}", m.group(0).lower()))
+
+    return _SPOKEN_NUMBER.sub(to_digits, text)
 
 
 @dataclass
@@ -156,7 +181,7 @@ class AsrServerRecognizer:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 ws = await connect(self.url, open_timeout=self.connect_timeout_s,
-                                   max_size=2**20, compression=None)
+                                   max_size=2**20, compression=None, logger=_socket_log)
         except (OSError, TimeoutError, WebSocketException) as exc:
             self._failed(s, f"cannot connect: {exc}")
             return
@@ -252,4 +277,5 @@ class AsrServerRecognizer:
             if start is None:
                 continue
             self.results += 1
-            s.sink(Heard(round(start / rate, 3), round((end or start) / rate, 3), text))
+            s.sink(Heard(round(start / rate, 3), round((end or start) / rate, 3),
+                         digits_from_words(text)))

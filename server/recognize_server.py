@@ -138,7 +138,10 @@ async def handle(ws: Any) -> None:
 async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> None:
     from websockets.asyncio.server import serve as ws_serve
 
-    async with ws_serve(handle, host, port, max_size=2**22, compression=None) as server:
+    socket_log = logging.getLogger("floorwatch.asr_server.socket")
+    socket_log.setLevel(logging.INFO)  # frames (recognised text) are never logged
+    async with ws_serve(handle, host, port, max_size=2**22, compression=None,
+                        logger=socket_log) as server:
         log.info("asr server (Vosk protocol, pocketsphinx en-us) on ws://%s:%d", host, port)
         if ready is not None:
             ready.set()

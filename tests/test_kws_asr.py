@@ -165,3 +165,15 @@ def test_server_session_speaks_the_protocol_shapes():
     final = replies[-1]
     assert final["text"].endswith("forward ten meters")  # "go", or "move" when cold
     assert [w["word"] for w in final["result"]] == final["text"].split()
+
+
+def test_spoken_digits_become_digits_so_the_masker_catches_them():
+    from server.pii import mask_text
+    from server.recognize_asr import digits_from_words
+
+    card = "four " + "one " * 15  # 4111 1111 1111 1111, read out
+    assert mask_text(digits_from_words(f"my card is {card}thanks")) == \
+        "my card is **** **** **** 1111 thanks"
+    spoken = "卡号是六二二二零二一二三四五六七八九零一二三"
+    assert "6222021234567890123" not in mask_text(digits_from_words(spoken))
+    assert digits_from_words("one moment please, two three") == "one moment please, two three"
