@@ -168,7 +168,8 @@ class Floor:
                       _split(cfg.probes, len(self.hubs)), self.cookies, strict=True)]
         run = await run_floor_step(shares, tokens, cfg, workdir, redis=self.redis,
                                    client_cpus=self.client_cpus)
-        self.extras.append({"redis_cores": run.redis_cores, "hubs": {
+        self.extras.append({"redis_cores": run.redis_cores, "redis_calls": run.redis_calls,
+                            "hubs": {
             name: _hub_figures(hub_run) for name, hub_run in zip(self.names, run.hubs,
                                                                  strict=True)}})
         return run
@@ -241,6 +242,7 @@ class FloorRun(StepRun):
     names: list[str] = field(default_factory=list)
     wall_hubs: list[str] = field(default_factory=list)  # the hub each wall is connected to
     redis_cores: float | None = None
+    redis_calls: dict[str, float] = field(default_factory=dict)  # Redis commands per second
 
     def throughput(self) -> float | None:
         values = [h.throughput() for h in self.hubs if h.config.calls]
@@ -281,9 +283,8 @@ async def run_floor_step(shares: list[Share], tokens: list[tuple[str, str]], cfg
         return [p.pid for p in procs if p.returncode is None]
 
     samplers = [Sampler(share.hub, alive) for share in shares]
-    *_, redis_cores = await asyncio.gather(
-        *(s.run_until(window[1] + 0.3) for s in samplers),
-        _cores_over(redis.pid if redis is not None else None, window))
+    *_, (redis_cores, redis_calls) = await asyncio.gather(
+        *(s.run_until(window[1] + 0.3) for s in samplers), _redis_over(redis, window))
     await wait_exit(procs, deadline + 2.0)
     notes: list[str] = []
     gens = [_collect([o for m, _, _, o in plan if m == "bench.loadgen"], notes) for plan in plans]
@@ -315,18 +316,37 @@ async def run_floor_step(shares: list[Share], tokens: list[tuple[str, str]], cfg
         gc=max((h.gc for h in hubs if h.gc), key=lambda g: g["share_of_time"] or 0.0,
                default=None),
         rss_end=sum(h.rss_end for h in hubs), notes=notes, hubs=hubs,
-        names=[s.name for s in shares], wall_hubs=wall_hubs, redis_cores=redis_cores)
+        names=[s.name for s in shares], wall_hubs=wall_hubs, redis_cores=redis_cores,
+        redis_calls=redis_calls)
 
 
-async def _cores_over(pid: int | None, window: tuple[float, float]) -> float | None:
-    """CPU share of a process over the window (None without a process)."""
-    if pid is None:
-        return None
-    await _sleep_until(window[0])
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    await _sleep_until(window[1])
-    span = time.monotonic() - t0
-    return round((cpu_seconds(pid) - cpu0) / span, 3) if span > 0 else None
+async def _redis_over(redis: RedisProcess | None, window: tuple[float, float]
+                      ) -> tuple[float | None, dict[str, float]]:
+    """redis-server's CPU share over the window, and the commands it ran per second (by
+    command, from INFO commandstats)."""
+    if redis is None:
+        return None, {}
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        await _sleep_until(window[0])
+        cpu0, t0, calls0 = cpu_seconds(redis.pid), time.monotonic(), await _calls(client)
+        await _sleep_until(window[1])
+        span = time.monotonic() - t0
+        calls1, cpu1 = await _calls(client), cpu_seconds(redis.pid)
+    finally:
+        await client.aclose()
+    if span <= 0:
+        return None, {}
+    rates = {cmd: round((n - calls0.get(cmd, 0)) / span, 1) for cmd, n in calls1.items()
+             if n > calls0.get(cmd, 0) and cmd != "info"}
+    return round((cpu1 - cpu0) / span, 3), rates
+
+
+async def _calls(client: Any) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 async def _sleep_until(when: float) -> None:
@@ -368,7 +388,9 @@ async def capacity_of(floor: Floor, tokens: list[tuple[str, str]], args: argpars
         "hub_cores": at["server_cores"], "us_per_chunk": at["server_us_per_chunk"],
         "client_cores": at["client_cores"], "redis_cores": at.get("redis_cores"),
         "other_cores": at["other_cores"], "waiting": at["server_waiting"],
-        "slip_p99_ms": at["generators"]["slip_p99_ms"]}
+        "slip_p99_ms": at["generators"]["slip_p99_ms"],
+        "redis_cmds_per_chunk": round(sum(at["redis_calls"].values()) / (at["calls"] * 10), 2)
+        if at.get("redis_calls") else None}
     return result
 
 
@@ -403,6 +425,7 @@ async def latency_across(floor: Floor, tokens: list[tuple[str, str]], args: argp
             name: h.loop_lag() for name, h in zip(run.names, run.hubs, strict=True)},
         "hub_cores": [round(h.server_cores, 3) for h in run.hubs],
         "client_cores": round(run.client_cores, 3), "redis_cores": run.redis_cores,
+        "redis_calls": run.redis_calls,
         "other_cores": round(run.other_cores, 3), "background_before": run.background_before,
         "waiting": [round(h.server_waiting, 3) for h in run.hubs],
         "generators": run.generator_summary(), "notes": run.notes,
@@ -513,12 +536,18 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in kinds:
         results = [r["capacity"][kind] for r in runs if kind in r["capacity"]]
         at = [r["at_capacity"] or {} for r in results]
+        first = [r["steps"][0] for r in results if r["steps"]]
         out["capacity"][kind] = {
             "capacities": [r["capacity"] for r in results],
             "median": _median([r["capacity"] for r in results]),
+            # the first step of every search is at --start calls, pass or fail: the CPU cost
+            # of each set-up at one and the same load, steadier than the capacity itself
+            "first_step": {"calls": sorted({f["calls"] for f in first}),
+                           "us_per_chunk": _median([f["server_us_per_chunk"] for f in first]),
+                           "hub_cores": _median([f["server_cores"] for f in first])},
             **{key: _median([a.get(key) for a in at])
                for key in ("hub_cores", "us_per_chunk", "client_cores", "redis_cores",
-                           "other_cores", "waiting")}}
+                           "other_cores", "waiting", "redis_cmds_per_chunk")}}
     for kind in kinds:
         if kind == "one":
             continue
@@ -557,15 +586,18 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"#### Scale-out: calls in real time, {p['rate'] // 1000} kHz stereo "
                   f"(medians of {p['repeat']} runs)", "",
                   "| set-up | capacity per run | median | hub CPU (cores) | µs hub CPU per "
-                  "chunk | clients / redis / other cores | hubs waiting for a CPU |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "chunk | clients / redis / other cores | Redis commands per chunk "
+                  "| hubs waiting for a CPU | µs hub CPU per chunk at the first step |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for kind, c in s["capacity"].items():
             redis = "–" if c["redis_cores"] is None else f"{c['redis_cores']:.2f}"
             lines.append(
                 f"| {_label(kind)} | {', '.join(map(str, c['capacities']))} | {c['median']:g} "
                 f"| {_num(c['hub_cores'])} | {_num(c['us_per_chunk'], 0)} "
                 f"| {_num(c['client_cores'])} / {redis} / {_num(c['other_cores'])} "
-                f"| {_pct(c['waiting'])} |")
+                f"| {_num(c['redis_cmds_per_chunk'], 1)} | {_pct(c['waiting'])} "
+                f"| {_num(c['first_step']['us_per_chunk'], 0)} "
+                f"({'/'.join(map(str, c['first_step']['calls']))} calls) |")
         lines.append("")
         for name, r in s["ratios"].items():
             lines.append(f"- **{name.replace('/', ' ÷ ')} = {_num(r['median'])}** "
