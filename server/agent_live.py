@@ -167,6 +167,8 @@ class AgentLive:
         if self.state.in_call and call:
             self._start_call(CallInfo(call["id"], call["direction"], call["customer"],
                                       call["sample_rate"]), at)
+            assert self.call is not None
+            self.call.keywords.skip_not_said()  # its start was heard by the hub before us
         self._tile(name=self.name, team=self.team, state=self.state.value,
                    state_since=iso(at), reason=payload.get("reason"), connected=False,
                    **self._call_fields())
