@@ -4,10 +4,11 @@
 // requestAnimationFrame callbacks (flush), and every write is skipped when the text or
 // attribute already has that value. With a big floor the work is spread over frames:
 //
-// * patches: each frame applies at most `budget` queued tile patches (new tiles, alerts,
-//   severity, connection and listener changes first, unbudgeted). The budget follows the frame
-//   rate the page gets; patches for a tile that waits are merged, so the backlog never grows
-//   past one patch per tile.
+// * patches: a batch from the hub is applied over a few frames (SPREAD_FRAMES), at most
+//   BUDGET_MAX tiles a frame (new tiles, alerts, severity, connection and listener changes
+//   first, unbudgeted). Patches for a tile that waits are merged, so the backlog never grows
+//   past one patch per tile. Few frames rather than many: each frame also has a fixed cost
+//   (compositing update, commit, raster) that is paid again for every frame with changes.
 // * timers (time in state, call time, dead air): each tile's texts change at its own second
 //   boundaries, so each tile is ticked when its next text is due, not all in one frame a second.
 // * placement: tiles have one fixed size and are absolutely placed; a sort (at most once a
@@ -29,9 +30,9 @@ const SORT_INTERVAL_MS = 1000;
 const SUMMARY_INTERVAL_MS = 250;
 // Fields whose change shows at once, whatever the backlog.
 const URGENT_FIELDS = ['alert', 'severity', 'connected', 'listeners'];
-const BUDGET_START = 64;
-const BUDGET_MIN = 12;
-const BUDGET_MAX = 2000;
+const SPREAD_FRAMES = 4;
+const BUDGET_MIN = 24;
+const BUDGET_MAX = 160;
 const TICK_BUDGET = 120; // timer updates per frame at most (an aligned burst spreads over frames)
 // Due timers are written in frames on a 100 ms grid: ~1/10 of the tiles per frame rather than
 // all in one frame a second, and not a frame for every few tiles either (each frame has a fixed
@@ -322,8 +323,7 @@ export class TileGrid {
     this.onScreen = new Set(); // tiles in view; only tracked while the grid scrolls
     this.scrolling = false;
     this.layoutOpts = { gap: 6, maxFs: 32 };
-    this.budget = BUDGET_START;
-    this.lastFrameTs = 0;
+    this.budget = BUDGET_MIN;
     this.hadBacklog = false;
     this.stats = { flushes: 0, patches: 0, applied: 0, moves: 0, ticks: 0, lastFlushMs: 0, backlog: 0, budget: this.budget };
 
@@ -461,7 +461,7 @@ export class TileGrid {
   // -- output --
 
   schedule() {
-    if (!this.rafId) this.rafId = requestAnimationFrame((ts) => this.flush(ts));
+    if (!this.rafId) this.rafId = requestAnimationFrame(() => this.flush());
   }
 
   /** Schedule a frame at hub time `at` (the next timer due), unless one comes sooner. */
@@ -476,12 +476,12 @@ export class TileGrid {
     }, Math.max(0, at - this.clock.now()));
   }
 
-  flush(ts = performance.now()) {
+  flush() {
     this.rafId = 0;
     const t0 = performance.now();
     const now = this.clock.now();
     this.stats.flushes++;
-    this.adaptBudget(ts);
+    this.setBudget();
 
     if (this.pendingSnapshot) {
       this.replaceAll(this.pendingSnapshot, now);
@@ -517,15 +517,13 @@ export class TileGrid {
   }
 
   /**
-   * Patches per frame follow the frames the page actually gets: fewer when the last frame that
-   * applied a full budget came late, more while frames keep their pace.
+   * Patches this frame: the queue spread over SPREAD_FRAMES frames, within [BUDGET_MIN,
+   * BUDGET_MAX]. Kept while the queue drains (a batch goes out in equal parts), raised when
+   * a new batch makes the queue longer.
    */
-  adaptBudget(ts) {
-    const delta = ts - this.lastFrameTs;
-    this.lastFrameTs = ts;
-    if (!this.hadBacklog || delta <= 0 || delta > 1000) return;
-    if (delta > 24) this.budget = Math.max(BUDGET_MIN, Math.floor(this.budget * 0.75));
-    else if (delta < 19) this.budget = Math.min(BUDGET_MAX, Math.ceil(this.budget * 1.15) + 1);
+  setBudget() {
+    const want = Math.min(BUDGET_MAX, Math.max(BUDGET_MIN, Math.ceil(this.pendingPatches.size / SPREAD_FRAMES)));
+    if (!this.hadBacklog || want > this.budget) this.budget = want;
     this.stats.budget = this.budget;
   }
 
