@@ -92,6 +92,7 @@ PLAYER_SPAN_S = 5.0
 PLAYER_PCT = 95
 REPLY = "@@listen "
 JOIN_AT_ONCE = 3  # per listener process
+REPLY_LIMIT = 2**26  # a report line holds every onset and per-second count of its listeners
 STARVED_WAITING = 1 / 3
 STARVED_GAP_S = 2.0
 PASSWORD = SUPERVISOR[1]
@@ -408,7 +409,7 @@ class Worker:
                 *taskset([sys.executable, "-m", "bench.listen", "--role", str(spec)],
                          cores()[1]),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-                env=python_env(), cwd=os.fspath(workdir))
+                env=python_env(), cwd=os.fspath(workdir), limit=REPLY_LIMIT)
         return cls(name, proc, log)
 
     async def ask(self, cmd: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -1024,8 +1025,9 @@ def delay_figures(windows: list[Window], members: list[dict[str, Any]],
     out["all"] = {"mouth_to_ear_ms": _stats(inside, "ear"), "at_player_ms": _stats(inside, "play"),
                   "from_schedule_ms": pct([(r["ear"] - CHUNK_S) for r in inside], (50, 95),
                                           scale=1000)}
-    expected = sum(len(m["onsets"]) for m in members)
-    out["onsets_matched"] = {"matched": len(rows), "found": expected}
+    out["onsets_matched"] = {
+        "matched": len(rows), "found": sum(len(m["onsets"]) for m in members),
+        "bursts_heard": round(sum(m["received_s"] for m in members) / BURST_PERIOD_S)}
     return out
 
 

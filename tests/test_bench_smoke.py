@@ -141,7 +141,8 @@ def test_listen_smoke(results: Path) -> None:
     assert data["delay"]["onsets_matched"]["found"] > 0, "no burst reached a listener"
     _is_pct(data["delay"]["all"]["mouth_to_ear_ms"])
     assert set(data["stall"]["phases"]) == {"before", "during", "after"}
-    assert data["hub_sessions"]["sessions"] == 4  # every session ended and was logged
+    # 4 sessions, more if a phase was measured again (the hub held off its core by others)
+    assert data["hub_sessions"]["sessions"] >= 4
     chromium = data["chromium"]  # Chromium in a network namespace: as root only
     assert "per_call" in chromium or "skipped" in chromium, chromium
     assert "Stalled listener" in listen.markdown(data)
