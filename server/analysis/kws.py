@@ -56,31 +56,32 @@ SEED_CMN = {
 
 #: Per-phrase thresholds, as log10 of the ratio of keyphrase to phone-loop likelihood, per
 #: sample rate (8 kHz audio upsampled scores lower than wideband audio). Chosen with
-#: bench/kws_accuracy.py --tune on all the en-us conditions (both halves of the corpus); the
-#: evidence is in docs/kws.md. Phrases not listed get `default_exponent(syllables)`.
+#: bench/kws_accuracy.py --tune on all the en-us conditions (both halves of the corpus), at
+#: 16 kHz with --margin 10 and at 8 kHz with --margin 4 (more recall for a few false alarms);
+#: the evidence is in docs/kws.md. Phrases not listed get `default_exponent(syllables)`.
 TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
-    8000: {
-        "you are an idiot": 54,
-        "you're an idiot": 53,
-        "stupid customer": 12,
-        "are you deaf": 35,
-        "you moron": 42,
+    8000: {  # margin 4 (see docs/kws.md, "8 kHz, second round")
+        "you are an idiot": 48,
+        "you're an idiot": 47,
+        "stupid customer": 6,
+        "are you deaf": 29,
+        "you moron": 41,
         "i will find you": 56,
         "you will regret this": 45,
-        "guaranteed returns": 16,
-        "guaranteed return": 19,
-        "no risk at all": 15,
-        "zero risk": 36,
-        "you cannot lose": 50,
-        "you can't lose": 59,
-        "double your money": 79,
+        "guaranteed returns": 10,
+        "guaranteed return": 13,
+        "no risk at all": 9,
+        "zero risk": 30,
+        "you cannot lose": 44,
+        "you can't lose": 53,
+        "double your money": 73,
         "guaranteed profit": 29,
-        "verification code": 6,
-        "your password": 37,
-        "full card number": -11,
+        "verification code": 0,
+        "your password": 34,
+        "full card number": -12,
         "the three digits on the back": 57,
-        "they are scammers": 13,
-        "they're scammers": 9,
+        "they are scammers": 7,
+        "they're scammers": 3,
         "their products are garbage": 54,
         "the other company is a scam": 31,
         # builtin:mandatory (not-said rules: a false "said" only costs an alert, so lenient;
