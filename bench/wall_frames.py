@@ -20,7 +20,17 @@ in desk mode (`--mode wall` for TV mode), signs in, and measures in the page:
 * the grid's own work: time per `flush` (the patches applied in one animation frame) and per
   `tick` (the 1 s timer update), and the patches actually received per tile per second;
 * from /proc, the share of the time the renderer's main thread ran and the share it was
-  runnable but waiting for a CPU (other work on the machine, or Chromium's own processes).
+  runnable but waiting for a CPU (other work on the machine, or Chromium's own processes), and
+  from that the main thread's CPU per patch received;
+* from a Chromium trace (category `toplevel`), the main thread's tasks in thread CPU time:
+  CPU ms per second, p99, longest, tasks over 16.7 ms and over 50 ms per second. Frame times and
+  long tasks are wall time and grow when the thread waits for a CPU; these do not, so they
+  compare two versions of the page fairly on a busy shared machine.
+
+`--baseline REF` also measures the wall's files of an earlier commit (web/ as of REF, from git)
+in the same run: same hub, same agents, same browser, the baseline's phases first, then the
+working tree's, each in a fresh browser context (phase names get a `baseline` / `current`
+prefix); the hub serves whichever version was copied into its web directory last.
 
 Phases, in this order, on the same page and hub, each `--seconds` long after a 3 s settle:
 
@@ -527,16 +537,36 @@ async def connect_floor(http: aiohttp.ClientSession, ws_url: str, tokens: dict[s
 # -- the run ------------------------------------------------------------------------------------
 
 
+def task_cpu(trace: bytes, seconds: float) -> dict[str, Any]:
+    """The page's main-thread tasks in thread CPU time (`tdur` of the top-level task events,
+    category `toplevel`, of the renderers' main threads): unlike frame times and long tasks,
+    which are wall time, these do not grow when the thread waits for a CPU on a busy machine."""
+    events = json.loads(trace)["traceEvents"]
+    main = {(e["pid"], e["tid"]) for e in events
+            if e.get("ph") == "M" and e.get("name") == "thread_name"
+            and e.get("args", {}).get("name") == "CrRendererMain"}
+    tasks = [e.get("tdur", e.get("dur", 0)) / 1000 for e in events
+             if e.get("ph") == "X" and e.get("name") == "ThreadControllerImpl::RunTask"
+             and (e.get("pid"), e.get("tid")) in main]
+    return {"n": len(tasks), "cpu_ms_per_s": r(sum(tasks) / seconds),
+            "p99": r(quantile(tasks, 0.99), 2), "max": r(max(tasks, default=0.0)),
+            "over_16ms_per_s": r(sum(t > 16.7 for t in tasks) / seconds, 2),
+            "over_50ms_per_s": r(sum(t > 50 for t in tasks) / seconds, 2)}
+
+
 async def measure(page: Any, seconds: float, meter: CpuMeter, floor: Floor,
                   page_rate: float | None = None) -> dict[str, Any]:
     await asyncio.sleep(SETTLE_S)
     await page.evaluate(INSTRUMENT)
+    browser = page.context.browser
+    await browser.start_tracing(page=page, categories=["toplevel"])
     meter.start()
     load_before = load_average()
     sent_before = sum(a.sent for a in floor.agents)
     await asyncio.sleep(seconds)
     raw = await page.evaluate(REPORT)
     cpu = meter.stop()
+    tasks = task_cpu(await browser.stop_tracing(), raw["seconds"])
     extra = {"loadavg_before": load_before, "loadavg_after": load_average(),
              # status messages offered per tile per second, and those the hub had not yet
              # acknowledged at the end (a growing backlog: the hub could not keep up)
@@ -545,10 +575,12 @@ async def measure(page: Any, seconds: float, meter: CpuMeter, floor: Floor,
                  / max(1, len(floor.sending)), 2),
              "hub_backlog": sum(a.pending for a in floor.agents)}
     phase = summarise(raw, cpu, extra, raw["tiles"] if page_rate else len(floor.sending))
+    phase["task_cpu_ms"] = tasks
     print(f"  {phase['tiles']} tiles: {phase['patches_per_tile_s']} patches/tile/s "
           f"(offered {phase['offered_per_tile_s']}, backlog {phase['hub_backlog']}), "
           f"{phase['fps']} fps, frame p95 {phase['frame_ms']['p95']} ms, long tasks "
-          f"{phase['longtasks']['share_pct']} %, CPU {phase['cpu_pct']}", flush=True)
+          f"{phase['longtasks']['share_pct']} %, main-thread task CPU {tasks}, "
+          f"CPU {phase['cpu_pct']}", flush=True)
     return phase
 
 
@@ -738,11 +770,14 @@ def table(result: dict[str, Any]) -> str:
         "| phase | tiles (density) | patches/tile/s received (offered) | fps "
         "| frame p50 / p95 / p99 / max (ms) | frames > 33 ms | long tasks: share · n · longest "
         "| renderer main thread: running · waiting for a CPU | renderer CPU per patch (µs) "
+        "| main-thread tasks in CPU time: ms/s · p99 · max · > 16.7 ms/s · > 50 ms/s "
         "| CPU %: Chromium · hub · agents | load avg (1 min) |",
-        "|---|---:|---:|---:|---|---:|---|---|---:|---|---|",
+        "|---|---:|---:|---:|---|---:|---|---|---:|---|---|---|",
     ]
     for name, p in result["phases"].items():
         f, lt, cpu = p["frame_ms"], p["longtasks"], p["cpu_pct"]
+        tc = p.get("task_cpu_ms") or dict.fromkeys(
+            ("cpu_ms_per_s", "p99", "max", "over_16ms_per_s", "over_50ms_per_s"), "–")
         rows.append(
             f"| {name} | {p['tiles']} ({p['density']}) | {p['patches_per_tile_s']} "
             f"({p['offered_per_tile_s']}) | {p['fps']} "
@@ -751,6 +786,8 @@ def table(result: dict[str, Any]) -> str:
             f"| {lt['share_pct']} % · {lt['n']} · {lt['max_ms']} ms "
             f"| {cpu['renderer_main_running']} % · {cpu['renderer_main_waiting']} % "
             f"| {p.get('renderer_cpu_us_per_patch') or '–'} "
+            f"| {tc['cpu_ms_per_s']} · {tc['p99']} · {tc['max']} · {tc['over_16ms_per_s']} · "
+            f"{tc['over_50ms_per_s']} "
             f"| {cpu['chromium']} · {cpu['hub']} · {cpu['agents']} "
             f"| {p['loadavg_before'][0]} → {p['loadavg_after'][0]} |")
     return "\n".join(rows)
