@@ -57,9 +57,11 @@ class PacketQueue:
 
 
 class CallTap:
-    def __init__(self, sample_rate: int, *, bitrate: int = 32000, buffer_s: float = 0.3) -> None:
+    def __init__(self, sample_rate: int, *, bitrate: int = 32000, complexity: int = 5,
+                 buffer_s: float = 0.3) -> None:
         self.sample_rate = sample_rate
         self._bitrate = bitrate
+        self._complexity = complexity
         self._max_packets = max(2, round(buffer_s / OPUS_FRAME_S))
         self._encoder: av.AudioCodecContext | None = None
         self._queues: list[PacketQueue] = []
@@ -117,7 +119,8 @@ class CallTap:
         encoder.format = "s16"
         encoder.bit_rate = self._bitrate
         encoder.time_base = self._time_base
-        encoder.options = {"application": "voip", "frame_duration": "20"}
+        encoder.options = {"application": "voip", "frame_duration": "20",
+                           "compression_level": str(self._complexity)}
         encoder.open()
         return encoder
 

@@ -180,6 +180,7 @@ class Monitoring:
         if tap is None or tap.sample_rate != rate:
             tap = self._taps[agent_id] = CallTap(
                 rate, bitrate=self.settings.opus_bitrate,
+                complexity=self.settings.opus_complexity,
                 buffer_s=self.settings.listener_buffer_ms / 1000)
         session = _Session(
             ActiveSession(uuid.uuid4().hex, user.username, user.display_name, agent_id, call_id,
