@@ -21,6 +21,9 @@ decoded frame holding the onset arrived (`Heard.arrivals`).
    also starts the call's Opus encoder; later ones only get the same packets, so the first level
    above 0 against the next shows the encode-once fan-out: (first − additional) is the per-call
    encoding cost (cross-checked in-process: `CallTap` encoding a call with no sockets).
+   Listeners are counted as connected and as served (decoded audio seconds per second). Other
+   work on a shared machine can hold the hub off its core for seconds (its agents then time out
+   and the sessions end): such a window (`starved`) is measured again after everyone rejoins.
 2. **Mouth-to-ear delay.** A live capture has a chunk only once its last sample was captured, so
    a sample `s` of chunk `i` was *spoken* at `due(i) − chunk + (s − start(i)) / rate`, where
    `due(i)` is paced_chunks' schedule (slip of the sender counts against the delay). Delay =
@@ -33,6 +36,11 @@ decoded frame holding the onset arrived (`Heard.arrivals`).
 3. **A stalled listener.** With every call at the top level, the process holding one of call 0's
    listeners is stopped (SIGSTOP) for `--stall-s`: the hub's analysis lag (/metrics), its CPU and
    the other listeners' delays before, during and after; what the hub logged for the session.
+4. **Chromium** (`--chromium auto`: as root, with `unshare` and /usr/bin/chromium): headless
+   Chromium ignores loopback ICE candidates, so a second hub, the agents and Chromium run in a
+   private network namespace with a veth pair; one listener per rate, played by a media element
+   and tapped by WebAudio; getStats (jitterBufferDelay / jitterBufferEmittedCount, target delay,
+   concealment) and the bursts' delay at the audio output (`getOutputTimestamp`).
 """
 
 from __future__ import annotations
