@@ -43,6 +43,7 @@ _socket_log = logging.getLogger("floorwatch.asr.socket")
 _socket_log.setLevel(logging.INFO)
 
 MAX_QUEUE = 200  # pieces (~50 s of speech) waiting per stream before they are dropped
+CLOSE_WAIT_S = 30.0  # at call end, the server's last sentences are awaited this long at most
 RETRY_S = 5.0  # a stream whose connection failed tries again after this (at a region start)
 #: vosk-server compares the end-of-stream message as a string, spacing included
 EOF = '{"eof" : 1}'
@@ -151,7 +152,7 @@ class AsrServerRecognizer:
             except asyncio.QueueFull:
                 s.task.cancel()
         try:
-            async with asyncio.timeout(self.connect_timeout_s + 5.0):
+            async with asyncio.timeout(CLOSE_WAIT_S):
                 await asyncio.shield(s.task)
         except TimeoutError:
             s.task.cancel()

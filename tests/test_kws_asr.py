@@ -39,12 +39,14 @@ phrases = ["forward ten meters"]
 
 
 @pytest.fixture(scope="module")
-def asr_server():
+def asr_server(tmp_path_factory):
     """`python -m server.recognize_server` on a free loopback port."""
     need(HAVE_POCKETSPHINX, "pocketsphinx is not installed (pip install 'pocketsphinx>=5')")
     port = free_port()
+    log = tmp_path_factory.mktemp("asr") / "server.log"
+    out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "server.recognize_server", "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
         import socket
         import time
@@ -55,12 +57,13 @@ def asr_server():
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
+                assert proc.poll() is None, log.read_text()
                 time.sleep(0.1)
         yield f"ws://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        out.close()
 
 
 def human_clip():

@@ -246,6 +246,7 @@ def test_hub_logs_when_spotting_is_off(tmp_path, caplog, monkeypatch):
         recognition = Recognition.from_settings(hub_settings(tmp_path))
     assert recognition.recognizers == {}
     assert any("keyword spotting in audio is OFF" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
     need(HAVE_POCKETSPHINX, "pocketsphinx is not installed")
     on = Recognition.from_settings(hub_settings(tmp_path))
     assert set(on.recognizers) == {"kws"}
