@@ -682,9 +682,11 @@ def load_average() -> str:
 
 
 def plan_seconds(args: argparse.Namespace) -> float:
-    per_level = args.settle + args.window + 15.0
-    stall = 2 * args.stall_around + args.stall_s + 10 if args.stall_s else 0
-    return 60 + args.repeats * len(args.levels) * per_level + stall
+    """How long the calls last: every window and the stall test measured as often as they may
+    be (the calls must outlive the run; the agents stop when told)."""
+    per_level = args.quiet_wait + args.settle + args.window + 30.0
+    stall = 2 * args.stall_around + args.stall_s + args.settle + 30 if args.stall_s else 0
+    return 60 + (1 + args.retries) * (args.repeats * len(args.levels) * per_level + stall)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
