@@ -272,9 +272,8 @@ class AgentLive:
     def _recognized(self, call: Call, speaker: Speaker, result: Result) -> None:
         """A recognizer's result for `call` (maybe after it ended), on the event loop."""
         if isinstance(result, Spotted):
-            match = call.keywords.spotted(result.offset_s, speaker, result.rule_id,
-                                          result.phrase)
-            if match is not None:
+            for match in call.keywords.spotted(result.offset_s, speaker, result.rule_id,
+                                               result.phrase):
                 self._keyword_alert(call, match, "audio")
         elif isinstance(result, Heard):
             self._heard_text(call, speaker, result.offset_s, result.text, "asr")

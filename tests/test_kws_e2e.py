@@ -252,3 +252,39 @@ def test_hub_logs_when_spotting_is_off(tmp_path, caplog, monkeypatch):
     assert set(on.recognizers) == {"kws"}
     off = Recognition.from_settings(hub_settings(tmp_path, kws={"enabled": False}))
     assert off.recognizers == {}
+
+
+CUSTOMER_PACK = """
+id = "cust"
+language = "en"
+[[rule]]
+id = "scam-claim"
+category = "complaint"
+severity = "medium"
+speaker = "customer"
+phrases = ["the other company is a scam"]
+"""
+
+
+@pytest.mark.parametrize("channels", [["agent"], ["agent", "customer"]])
+async def test_the_customer_channel_is_spotted_when_configured(aiohttp_server, tmp_path,
+                                                               channels):
+    need_spotter()
+    pack = tmp_path / "cust.toml"
+    pack.write_text(CUSTOMER_PACK)
+    hub = await start_hub(aiohttp_server, tmp_path, analysis={
+        "rule_packs": ["builtin:en-core", str(pack)], "recognize_channels": channels})
+    script = [Utterance("agent", 0.4, "Thank you for calling Northwind, how can I help?"),
+              Utterance("customer", 3.6, "Honestly, the other company is a scam.", "en-us"),
+              Utterance("agent", 7.4, "I am sorry to hear that.")]
+    call = callgen.generate_call(script, 16000, tmp_path)
+    await stream_cli(hub, "a1", call, "call-cust")
+    got = keyword_alerts(await settled(hub, "call-cust"))
+    if channels == ["agent"]:
+        assert got == []  # the customer's audio is not spotted; the agent said nothing
+        return
+    assert [(a["detail"]["rule"], a["detail"]["speaker"], a["detail"]["source"])
+            for a in got] == [("cust/scam-claim", "customer", "audio")]
+    onset = call.truth.spans["customer"][0][0] + len(
+        callgen.synthesize("Honestly,", "en-us", 160, 16000)) / 16000 + 0.18
+    assert got[0]["offset_s"] == pytest.approx(onset, abs=TOLERANCE_S)

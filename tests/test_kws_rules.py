@@ -21,13 +21,23 @@ def rules(*packs: str):
 
 def test_a_spot_and_a_transcript_line_of_one_rule_raise_one_alert() -> None:
     matcher = KeywordMatcher(rules("builtin:en-core"), cooldown_s=30)
-    first = matcher.spotted(12.4, AGENT, "en-core/false-promise", "guaranteed returns")
-    assert first is not None and first.offset_s == 12.4 and first.severity is Severity.HIGH
+    [first] = matcher.spotted(12.4, AGENT, "en-core/false-promise", "guaranteed returns")
+    assert first.offset_s == 12.4 and first.severity is Severity.HIGH
     assert matcher.match(11.9, AGENT, "This fund has guaranteed returns.") == []  # cooldown
-    assert matcher.spotted(50.0, AGENT, "en-core/false-promise", "zero risk") is not None
+    assert matcher.spotted(50.0, AGENT, "en-core/false-promise", "zero risk")
     # the rule's speaker filter applies to spots too; unknown rules are ignored
-    assert matcher.spotted(80.0, CUSTOMER, "en-core/sensitive-data", "your password") is None
-    assert matcher.spotted(80.0, AGENT, "other/rule", "x") is None
+    assert matcher.spotted(80.0, CUSTOMER, "en-core/sensitive-data", "your password") == []
+    assert matcher.spotted(80.0, AGENT, "other/rule", "x") == []
+
+
+def test_a_spotted_phrase_fires_every_rule_that_has_it(tmp_path: Path) -> None:
+    pack = tmp_path / "cust.toml"
+    pack.write_text('id = "cust"\n[[rule]]\nid = "scam"\nspeaker = "customer"\n'
+                    'phrases = ["the other company is a scam"]\n')
+    matcher = KeywordMatcher(rules("builtin:en-core", str(pack)))
+    said = matcher.spotted(3.0, CUSTOMER, "en-core/disparage-competitor",
+                           "the other company is a scam")
+    assert [m.rule_id for m in said] == ["cust/scam"]  # en-core's rule is for the agent
 
 
 def test_not_said_alerts_at_the_deadline_once_recognition_caught_up() -> None:
@@ -50,7 +60,7 @@ def test_not_said_is_satisfied_by_any_source_before_the_deadline(source: str) ->
         assert matcher.match(3.0, AGENT, "Hi, this call is recorded for training.") == []
     elif source == "audio":
         assert matcher.spotted(3.0, AGENT, "mandatory/recording-notice",
-                               "this call is recorded") is None
+                               "this call is recorded") == []
     else:
         assert matcher.match(3.0, AGENT, "您好，本通话将被录音。") == []
     assert matcher.due(60.0) == []

@@ -178,15 +178,23 @@ class KeywordMatcher:
         return out
 
     def spotted(self, offset_s: float, speaker: Speaker, rule_id: str,
-                phrase: str) -> KeywordMatched | None:
-        """A phrase of `rule_id` was found in `speaker`'s audio at `offset_s`."""
-        rule = self._by_id.get(rule_id)
-        if rule is None or not _hears(rule, speaker):
-            return None
-        if rule.not_said:
-            self._note_said(rule, offset_s)
-            return None
-        return self._fire(rule, offset_s, speaker, phrase)
+                phrase: str) -> list[KeywordMatched]:
+        """A phrase of `rule_id` was found in `speaker`'s audio at `offset_s`. The spotter
+        knows one rule per phrase; any other rule with the same phrase fires too."""
+        norm = normalise(phrase)
+        rules = [r for r in self._by_id.values()
+                 if r.id == rule_id or r.find(norm) is not None]
+        out = []
+        for rule in rules:
+            if not _hears(rule, speaker):
+                continue
+            if rule.not_said:
+                self._note_said(rule, offset_s)
+                continue
+            event = self._fire(rule, offset_s, speaker, phrase)
+            if event is not None:
+                out.append(event)
+        return out
 
     def due(self, heard_until_s: float, *, final: bool = False) -> list[PhraseNotSaid]:
         """Not-said rules whose deadline has passed unmet, once recognition has caught up to
