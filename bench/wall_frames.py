@@ -28,9 +28,11 @@ in desk mode (`--mode wall` for TV mode), signs in, and measures in the page:
   compare two versions of the page fairly on a busy shared machine.
 
 `--baseline REF` also measures the wall's files of an earlier commit (web/ as of REF, from git)
-in the same run: same hub, same agents, same browser, the baseline's phases first, then the
-working tree's, each in a fresh browser context (phase names get a `baseline` / `current`
-prefix); the hub serves whichever version was copied into its web directory last.
+in the same run: same hub, same agents, same browser; phase by phase, the baseline's page and
+then the working tree's, each freshly opened in a browser context of its own (phase names get
+a `baseline` / `current` prefix), so that the two versions of a phase run minutes apart at
+most, under about the same load. The hub serves whichever version was copied into its web
+directory last.
 
 Phases, in this order, on the same page and hub, each `--seconds` long after a 3 s settle:
 
@@ -685,35 +687,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             meter = CpuMeter(hub.pid)
             all_ids = {a.agent_id for a in floor.agents}
-            for version, source in versions.items():
-                floor.sending = set()
-                await drained(floor)
-                install_web(source, web_dir)
-                page = await open_wall(browser, base, args, args.tiles, errors)
-                print(f"[{version}] phase idle: {args.tiles} tiles, no updates", flush=True)
-                results[key(version, "idle")] = await measure(page, args.seconds, meter, floor)
-                print(f"[{version}] phase busy: {args.tiles} tiles at {args.rate:g} updates/s "
-                      f"each, sorted by risk", flush=True)
-                floor.sending = set(all_ids)
-                results[key(version, "busy")] = await measure(page, args.seconds, meter, floor)
-                if args.screenshot and version == "current":
-                    await page.screenshot(path=args.screenshot)
-                print(f"[{version}] phase busy-by-name: the same, sorted by name", flush=True)
-                await page.select_option("#sort", "name")
-                results[key(version, "busy-by-name")] = await measure(page, args.seconds, meter,
-                                                                      floor)
-                await page.select_option("#sort", "risk")
-                if args.page_feed:
-                    floor.sending = set()
-                    await asyncio.sleep(1.0)
-                    print(f"[{version}] phase page-only: {args.tiles} tiles at {args.rate:g} "
-                          f"updates/s each, made in the page (no hub traffic), sorted by risk",
-                          flush=True)
-                    await page.evaluate(PAGE_FEED, [args.rate, 250])
-                    results[key(version, "page-only")] = await measure(
-                        page, args.seconds, meter, floor, page_rate=args.rate)
-                    await page.evaluate("() => clearInterval(window.__fwFeed)")
-                await page.context.close()
+            # Phase by phase, each version in turn with a page of its own: the versions of one
+            # phase are measured minutes apart at most, under about the same load.
+            phases = [("idle", f"{args.tiles} tiles, no updates", set(), "risk", False),
+                      ("busy", f"{args.tiles} tiles at {args.rate:g} updates/s each, sorted by "
+                               f"risk", all_ids, "risk", False),
+                      ("busy-by-name", "the same, sorted by name", all_ids, "name", False)]
+            if args.page_feed:
+                phases.append(("page-only", f"{args.tiles} tiles at {args.rate:g} updates/s "
+                               f"each, made in the page (no hub traffic), sorted by risk",
+                               set(), "risk", True))
+            for phase, what, sending, sort, feed in phases:
+                for version, source in versions.items():
+                    floor.sending = set(sending)
+                    if not sending:
+                        await drained(floor)
+                    install_web(source, web_dir)
+                    page = await open_wall(browser, base, args, args.tiles, errors)
+                    if sort != "risk":
+                        await page.select_option("#sort", sort)
+                    if feed:
+                        await page.evaluate(PAGE_FEED, [args.rate, 250])
+                    print(f"[{version}] phase {phase}: {what}", flush=True)
+                    results[key(version, phase)] = await measure(
+                        page, args.seconds, meter, floor, page_rate=args.rate if feed else None)
+                    if args.screenshot and version == "current" and phase == "busy":
+                        await page.screenshot(path=args.screenshot)
+                    await page.context.close()
 
             keep = {a.agent_id for a in floor.agents[:args.small_tiles]}
             floor.sending = set()
