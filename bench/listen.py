@@ -785,7 +785,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "levels": args.levels, "window_s": args.window, "settle_s": args.settle,
                    "repeats": args.repeats, "chunk_s": CHUNK_S, "stall_s": args.stall_s,
                    "burst": {"hz": BURST_HZ, "s": BURST_S, "every_s": BURST_PERIOD_S},
-                   "opus_bitrate": 32000, "listener_buffer_ms": 300},
+                   "listen_settings": _listen_settings()},
         "calls": streamed,
         "cpu": cpu_figures(windows, sampler, len(calls), members),
         "delay": delay_figures(windows, members, streamed, stall),
@@ -803,6 +803,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _listen_settings() -> dict[str, Any]:
+    """The hub's listening settings in force (its defaults; only the ICE addresses are set)."""
+    import dataclasses
+
+    from server.config import ListenSettings
+
+    return {k: v for k, v in dataclasses.asdict(ListenSettings()).items()
+            if k in ("opus_bitrate", "opus_complexity", "listener_buffer_ms",
+                     "max_listeners_per_call")}
 
 
 def _add_supervisors(data_dir: Path, users: list[str]) -> None:
@@ -1092,7 +1103,8 @@ def markdown(result: dict[str, Any]) -> str:
     p, cpu, delay = result["params"], result["cpu"], result["delay"]
     calls = p["calls"]
     lines = [f"#### Listening: {calls} calls ({', '.join(f'{r // 1000} kHz' for r in p['rates'])}"
-             f"), hub CPU over {p['window_s']:g} s windows, {p['repeats']} repeats", "",
+             f"; Opus {_opus(p)}), hub CPU over {p['window_s']:g} s windows, {p['repeats']} "
+             "repeats", "",
              "| listeners per call | listeners | served (median) | hub cores (median) | % of a "
              "core per listener | per served listener |", "|---:|---:|---:|---:|---:|---:|"]
     for level, cores_ in cpu["median_hub_cores"].items():
@@ -1152,6 +1164,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"- Load: before `{env.get('uptime_before')}`; after "
               f"`{env.get('uptime_after')}`."]
     return "\n".join(lines) + "\n"
+
+
+def _opus(params: dict[str, Any]) -> str:
+    ls = params.get("listen_settings", {})
+    return (f"{ls.get('opus_bitrate', 32000) // 1000} kbit/s, complexity "
+            f"{ls.get('opus_complexity', 'libopus default')}")
 
 
 def _chromium_markdown(ch: dict[str, Any] | None) -> list[str]:
