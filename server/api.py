@@ -201,6 +201,14 @@ async def metrics(request: web.Request) -> web.Response:
     metric("wall_messages_total", "counter", "Messages delivered to walls.", hub.walls.delivered)
     metric("walls_dropped_total", "counter", "Walls dropped for falling behind.",
            hub.walls.dropped)
+    mon = hub.monitoring.counters()
+    metric("monitor_sessions", "gauge", "Listen/whisper/barge sessions running on this hub.",
+           mon["sessions"])
+    metric("monitor_packets_sent_total", "counter",
+           "Opus packets handed to listeners (ended sessions included).", mon["sent"])
+    metric("monitor_packets_skipped_total", "counter",
+           "Packets skipped because a listener's queue was full (a listener or the hub "
+           "fell behind).", mon["skipped"])
     return web.Response(text="\n".join(lines) + "\n",
                         content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

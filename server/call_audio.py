@@ -34,8 +34,11 @@ class PacketQueue:
         self.skipped = 0
         self.delivered = 0
         self.closed = False
+        self.flowing = False  # set once the listener is connected: no stale audio queued before
 
     def put(self, packet: av.Packet) -> None:
+        if not self.flowing:
+            return
         if len(self._packets) == self._packets.maxlen:
             self.skipped += 1
         self._packets.append(packet)

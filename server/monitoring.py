@@ -78,6 +78,8 @@ class Monitoring:
         self._taps: dict[str, CallTap] = {}  # agent id -> the tap of its current call
         self._rng = random.Random()
         self._notices: dict[str, list[dict[str, str]]] = {}  # what each agent was told last
+        self._ended_sent = 0  # packets of sessions already ended (for /metrics)
+        self._ended_skipped = 0
         hub.bus.subscribe(self._on_event)
         hub.bus.serve_requests(self._on_request)
 
@@ -85,6 +87,12 @@ class Monitoring:
 
     def sessions(self) -> list[dict[str, Any]]:
         return [s.json() for s in self._sessions.values()]
+
+    def counters(self) -> dict[str, int]:
+        running = list(self._sessions.values())
+        return {"sessions": len(running),
+                "sent": self._ended_sent + sum(s.queue.delivered for s in running),
+                "skipped": self._ended_skipped + sum(s.queue.skipped for s in running)}
 
     def pick(self, user: User) -> str:
         """A spot check: the agent whose call to listen to, or MonitorRefused."""
@@ -279,6 +287,8 @@ class Monitoring:
         if self._sessions.pop(session.active.id, None) is None:
             return
         session.tap.release(session.queue)
+        self._ended_sent += session.queue.delivered
+        self._ended_skipped += session.queue.skipped
         agent_id = session.active.agent_id
         tap = self._taps.get(agent_id)
         if tap is session.tap and not tap.listening:

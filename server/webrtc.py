@@ -140,7 +140,9 @@ class MonitorPeer:
     async def _on_state(self) -> None:
         state = self._pc.connectionState
         log.info("monitor session %s: connection %s", self.session_id, state)
-        if state in ("failed", "closed"):
+        if state == "connected":
+            self._queue.flowing = True  # audio from now on: nothing went stale during ICE/DTLS
+        elif state in ("failed", "closed"):
             await self.close("connection " + state)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

@@ -365,6 +365,10 @@ async def test_a_sixth_listener_is_refused_and_the_audit_trail_lists_every_sessi
         async with aiohttp.ClientSession(headers=running.api_headers) as http:
             async with http.get(f"{running.url}/api/monitor") as r:
                 assert len((await r.json())["sessions"]) == 5
+            async with http.get(f"{running.url}/metrics") as r:
+                metrics = await r.text()
+        assert "floorwatch_monitor_sessions 5" in metrics, metrics
+        assert "floorwatch_monitor_packets_sent_total" in metrics
         await agent.finish()
         await wait_until(lambda: not running.hub.monitoring.sessions(), 10)
     finally:
