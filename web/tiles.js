@@ -33,7 +33,7 @@ const URGENT_FIELDS = ['alert', 'severity', 'connected', 'listeners'];
 const SPREAD_FRAMES = 6;
 const BUDGET_MIN = 24;
 const BUDGET_MAX = 120;
-const TICK_BUDGET = 120; // timer updates per frame at most (an aligned burst spreads over frames)
+const TICK_BUDGET = 60; // timer updates per frame at most (an aligned burst spreads over frames)
 // Due timers are written in frames on a 100 ms grid: ~1/10 of the tiles per frame rather than
 // all in one frame a second, and not a frame for every few tiles either (each frame has a fixed
 // cost: layerize, commit, raster). A timer shows its new second at most 100 ms late.
