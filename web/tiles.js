@@ -624,7 +624,7 @@ export class TileGrid {
     this.placeNow = true;
     if (this.activeId === id) {
       this.activeId = null;
-      if (hadFocus) this.grid.focus?.();
+      this.refocus = hadFocus; // the next placement gives the focus to the tile now first
     }
   }
 
@@ -633,6 +633,7 @@ export class TileGrid {
     if (!view) return;
     const hide = !matchesFilter(rec, this.filter);
     if (hide !== view.hidden) {
+      if (hide && view.el.contains(document.activeElement)) this.refocus = true;
       view.hidden = hide;
       view.el.hidden = hide;
       this.layoutDirty = true;
@@ -724,7 +725,10 @@ export class TileGrid {
       for (const id of shown) this.views.get(id).el.setAttribute('aria-setsize', count);
     }
     this.shown = shown;
-    if (!this.activeId || !shown.includes(this.activeId)) this.setActive(shown[0] || null, false);
+    if (!this.activeId || !shown.includes(this.activeId)) {
+      this.setActive(shown[0] || null, this.refocus);
+    }
+    this.refocus = false;
   }
 
   // -- keyboard: one tab stop for the grid, arrows move in screen order --
