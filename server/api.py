@@ -164,7 +164,9 @@ async def healthz(request: web.Request) -> web.Response:
     hub = _hub(request)
     ok = hub.bus.healthy and not hub.stopping
     body = {"status": "ok" if ok else ("stopping" if hub.stopping else "degraded"),
-            "agents": len(hub.connections), "walls": len(hub.walls.walls)}
+            "agents": len(hub.connections), "walls": len(hub.walls.walls),
+            # keyword spotting and ASR: workers, backlog, audio dropped for want of CPU
+            "recognition": [r.stats() for r in hub.recognition.recognizers.values()]}
     return web.json_response(body, status=200 if not hub.stopping else 503)
 
 

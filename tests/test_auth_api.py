@@ -80,7 +80,9 @@ async def test_api_token_reads_alerts_and_bad_queries_are_explained(running_hub)
 async def test_healthz_and_metrics(running_hub):
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{running_hub.url}/healthz") as r:
-            assert (await r.json())["status"] == "ok"
+            health = await r.json()
+            assert health["status"] == "ok"
+            assert isinstance(health["recognition"], list)  # spotter workers, backlog, drops
         async with http.get(f"{running_hub.url}/metrics") as r:
             text = await r.text()
     for name in ("agents_connected", "walls_connected", "calls_active", "frames_analysed_total",
