@@ -83,7 +83,10 @@ class WallHub:
             if (wall.direct and not wall.backlog and not wall.ws.closed
                     and not transport.is_closing()  # type: ignore[union-attr]
                     and not transport.get_write_buffer_size()):  # type: ignore[union-attr]
-                transport.write(frame)  # type: ignore[union-attr]
+                try:
+                    transport.write(frame)  # type: ignore[union-attr]
+                except (OSError, RuntimeError):  # the socket died under us; its handler
+                    continue  # closes the wall
                 wall.sent += 1
                 delivered += 1
                 continue
