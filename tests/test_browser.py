@@ -872,3 +872,26 @@ async def test_drawer_model_and_a_burst_of_patches_in_the_page(aiohttp_server, t
     assert states == ["ready" if i % 2 else "wrap_up" for i in range(400)]
     await page.select_option("#sort", "name")
     await eventually(shown_ids(page), [f"x{i:03d}" for i in range(400)])
+
+
+async def test_not_said_alerts_are_described_in_both_languages(aiohttp_server, tmp_path, pages):
+    """A missing recording notice (a not-said rule) reads as such on the wall, not as a rule id."""
+    hub = await start_hub(aiohttp_server, tmp_path)
+    page = await pages.new()
+    await sign_in(page, hub.url)
+    got = await page.evaluate("""async () => {
+      const labels = await import('/static/labels.js');
+      const i18n = await import('/static/i18n.js');
+      const missing = { kind: 'keyword', detail: { rule: 'mandatory/recording-notice',
+        category: 'recording_notice', not_said: true, within_s: 30, said_at_s: null } };
+      const late = { kind: 'keyword', detail: { rule: 'mandatory/recording-notice',
+        category: 'recording_notice', not_said: true, within_s: 30, said_at_s: 42.5 } };
+      const out = { en: [labels.alertDetail(missing), labels.alertDetail(late)] };
+      i18n.setLang('zh-CN');
+      out.zh = [labels.alertDetail(missing), labels.alertDetail(late)];
+      i18n.setLang('en');
+      return out;
+    }""")
+    assert got["en"] == ["recording notice not said within 30 s",
+                         "recording notice said late, at 0:42"]
+    assert got["zh"] == ["30 秒内未说录音告知", "录音告知说得太晚（0:42）"]

@@ -39,6 +39,12 @@ export function alertDetail(alert) {
       return t('detail.overtalk.other', { interrupter: whoLabel(d.interrupter), interrupted: whoLabel(d.interrupted) });
     }
     case 'keyword': {
+      if (d.not_said) { // a mandatory phrase (the recording notice) missing, or said too late
+        const category = d.category ? tOr('category.', d.category) : d.rule;
+        return Number.isFinite(d.said_at_s)
+          ? t('detail.not_said.late', { category, at: fmtDuration(d.said_at_s * 1000) })
+          : t('detail.not_said', { category, within: fmtThreshold(d.within_s) });
+      }
       if (!d.phrase) return d.rule ? t('detail.keyword.rule', { rule: d.rule, category: tOr('category.', d.category) }) : '';
       const phrase = d.speaker ? t('detail.keyword', { phrase: d.phrase, speaker: whoLabel(d.speaker) }) : `“${d.phrase}”`;
       return phrase;
