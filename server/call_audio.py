@@ -60,7 +60,7 @@ class PacketQueue:
 
 
 class CallTap:
-    def __init__(self, sample_rate: int, *, bitrate: int = 32000, complexity: int = 5,
+    def __init__(self, sample_rate: int, *, bitrate: int = 32000, complexity: int = 1,
                  buffer_s: float = 0.3) -> None:
         self.sample_rate = sample_rate
         self._bitrate = bitrate

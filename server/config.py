@@ -91,7 +91,7 @@ class ListenSettings:
     ice_credential: str = ""
     ice_host_addresses: tuple[str, ...] = ()  # empty: every non-loopback interface
     opus_bitrate: int = 32000
-    opus_complexity: int = 3  # 0-10: libopus CPU/quality trade (its default, 10, costs ~2x more)
+    opus_complexity: int = 1  # 0-10: libopus CPU/quality trade (its default, 10, costs ~3x more)
     listener_buffer_ms: int = 300
 
 
