@@ -56,6 +56,7 @@ log = logging.getLogger("floorwatch.bus")
 
 ALERT_KEEP_S = 24 * 3600
 HEARTBEAT_S = 1.0
+TILE_WRITE_S = 0.1  # tile changes of one agent are merged and written at most this often
 HUB_TTL_S = 4
 _MAX_SEQ = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -134,6 +135,8 @@ class RedisBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.applied = 0
+        self._tile_patches: dict[str, dict[str, Any]] = {}  # agent -> fields not written yet
+        self._tile_timer: asyncio.TimerHandle | None = None
         self._request_handler: RequestHandler | None = None
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._requests: set[asyncio.Task[None]] = set()
@@ -152,15 +155,25 @@ class RedisBus:
         self._deliver(event)
         kind, data = encode_event(event)
         if kind == "tile":
-            # frequent and superseded by the next one: while Redis is away none is queued; the
-            # whole tile of each agent this hub serves is sent once it is back (_connect)
-            self._tiles_dirty[data["agent_id"]] = False
+            # frequent (a call changes its tile ~7 times a second) and superseded by the next:
+            # merged per agent and written at most every TILE_WRITE_S. While Redis is away none
+            # is kept; the whole tile of each agent this hub serves is sent once it is back
+            agent_id = data["agent_id"]
+            self._tiles_dirty[agent_id] = False
             if self._healthy:
-                self._enqueue(kind, data)
-        else:
-            if kind == "tile-":
-                self._tiles_dirty[data["agent_id"]] = True
-            self._enqueue(kind, data)
+                self._tile_patches.setdefault(agent_id, {}).update(data["fields"])
+                if self._tile_timer is None:
+                    self._tile_timer = asyncio.get_running_loop().call_later(
+                        TILE_WRITE_S, self._tiles_due)
+            return
+        if kind == "tile-":
+            self._tiles_dirty[data["agent_id"]] = True
+            self._tile_patches.pop(data["agent_id"], None)
+        self._enqueue(kind, data)
+        self._wake.set()
+
+    def _tiles_due(self) -> None:
+        self._tile_timer = None
         self._wake.set()
 
     async def sync(self) -> None:
@@ -211,7 +224,9 @@ class RedisBus:
         for task in (*self._tasks, *self._requests):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._requests, return_exceptions=True)
-        if self._healthy and (self._outbox or self._tiles_dirty):
+        if self._tile_timer is not None:
+            self._tile_timer.cancel()
+        if self._healthy and (self._outbox or self._tiles_dirty or self._tile_patches):
             try:
                 async with asyncio.timeout(2):
                     await self._flush()
@@ -235,7 +250,8 @@ class RedisBus:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            while self._healthy and (self._outbox or self._tiles_dirty) and not self._closing:
+            while (self._healthy and (self._outbox or self._tiles_dirty or self._tile_patches)
+                   and not self._closing):
                 try:
                     await self._flush()
                     backoff = 0.2
@@ -250,9 +266,14 @@ class RedisBus:
         batch = [self._outbox[i] for i in range(min(len(self._outbox), 500))]
         tiles = dict(self._tiles_dirty)
         self._tiles_dirty.clear()
+        patches, self._tile_patches = self._tile_patches, {}
         p = self._p
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
+                for agent_id, fields in patches.items():  # one entry per agent per write
+                    pipe.xadd(f"{p}events", {"o": self.id, "k": "tile", "d": json.dumps(
+                        {"agent_id": agent_id, "fields": fields}, ensure_ascii=False)},
+                              maxlen=self._maxlen, approximate=True)
                 for op in batch:
                     pipe.xadd(f"{p}events", {"o": self.id, "k": op.kind,
                                              "d": json.dumps(op.data, ensure_ascii=False)},
@@ -273,6 +294,8 @@ class RedisBus:
         except BaseException:
             for agent_id, removed in tiles.items():  # not written: keep them for the retry
                 self._tiles_dirty.setdefault(agent_id, removed)
+            for agent_id, fields in patches.items():  # newer changes win over these
+                self._tile_patches[agent_id] = {**fields, **self._tile_patches.get(agent_id, {})}
             raise
         for _ in batch:
             self._outbox.popleft()

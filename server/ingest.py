@@ -145,11 +145,26 @@ async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: 
                     live.on_status(message, now)
                 else:
                     live.on_transcript(message)
-            await asyncio.shield(committed)  # one commit for all stored in this loop turn
-            # acknowledged once it is durable beyond this process (Redis), when there is one
-            await hub.bus.sync()
-            await ws.send_str(dumps({"type": "ack", "seq": message.seq}))
+            # acknowledged once durable (one SQLite commit per loop turn, then Redis when there
+            # is one) — by a task of its own, so this agent's audio never waits for Redis
+            hub.spawn(_ack_when_durable(hub, ws, committed, message.seq),
+                      name=f"ack-{live.agent_id}-{message.seq}")
         elif msg.type is WSMsgType.ERROR:
             exc = ws.exception()
             log.warning("agent %s: socket error: %s", live.agent_id, exc)
             break
+
+
+async def _ack_when_durable(hub: Hub, ws: web.WebSocketResponse, committed: asyncio.Future,
+                            seq: int) -> None:
+    try:
+        await asyncio.shield(committed)
+    except Exception:  # not stored (logged by the hub): the agent must reconnect and resend
+        await ws.close(code=1011, message=b"could not store a message; resend it")
+        return
+    await hub.bus.sync()
+    if not ws.closed:
+        try:
+            await ws.send_str(dumps({"type": "ack", "seq": seq}))
+        except ConnectionError:
+            pass  # the agent resends it after reconnecting; the hub stores it once
