@@ -82,6 +82,7 @@ from bench.common import (
     wait_quiet,
     write_json,
 )
+from bench.netns import HUB_IP, make_veth_network
 from bench.sampler import Sampler
 from bench.servers import SUPERVISOR, ServerProcess, hub_process, provision, wait_exit
 
@@ -444,7 +445,6 @@ class Worker:
 
 # -- Chromium --------------------------------------------------------------------------------
 
-NETNS_HUB_IP, NETNS_PEER_IP = "10.203.0.1", "10.203.0.2"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
@@ -517,28 +517,19 @@ PAGE_STATS = """async (agent) => {
 }"""
 
 
-def _make_netns_network() -> None:
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "link", "add", "fw0", "type", "veth", "peer", "name", "fw1"],
-                ["ip", "addr", "add", f"{NETNS_HUB_IP}/24", "dev", "fw0"],
-                ["ip", "addr", "add", f"{NETNS_PEER_IP}/24", "dev", "fw1"],
-                ["ip", "link", "set", "fw0", "up"], ["ip", "link", "set", "fw1", "up"]):
-        subprocess.run(cmd, check=True)
-
-
 async def chromium_role(spec: dict[str, Any]) -> None:
     """Inside a private network namespace (headless Chromium ignores loopback candidates): a
     hub offering its media on one end of a veth pair, the agents, and Chromium listening."""
     from playwright.async_api import async_playwright
 
-    _make_netns_network()
+    make_veth_network()
     workdir = Path(spec["workdir"])
     tokens = provision(workdir / "data", len(spec["rates"]))
     calls = [{"agent_id": a, "token": t, "rate": r}
              for (a, t), r in zip(tokens.items(), spec["rates"], strict=True)]
     hub = hub_process(workdir, gc_log=False, settings={
         "server.host": "0.0.0.0", "kws.enabled": "false",
-        "listen.ice_host_addresses": f'["{NETNS_HUB_IP}"]'})
+        "listen.ice_host_addresses": f'["{HUB_IP}"]'})
     await hub.start()
     agents_out = workdir / "agents.json"
     agents = await _spawn_agents(hub, calls, spec["seconds"] + 60, workdir, agents_out)
@@ -548,7 +539,7 @@ async def chromium_role(spec: dict[str, Any]) -> None:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = await browser.new_page()
-            base = f"http://{NETNS_HUB_IP}:{hub.port}"
+            base = f"http://{HUB_IP}:{hub.port}"
             await page.goto(f"{base}/healthz")
             await page.evaluate("async ([u, p]) => { const r = await fetch('/login', {method: "
                                 "'POST', headers: {'Content-Type': 'application/json'}, body: "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from aiohttp import web
 from agent_client.connection import HubConnection
 from agent_client.stream import read_wav, stream_call
 from agent_client.supervisor import BargeMixer, SupervisorVoice, VoiceRecorder
+from bench.netns import HUB_IP, make_veth_network
 from server.app import create_app
 from server.config import load_settings
 from server.hub import HUB
 
-HUB_IP, PEER_IP = "10.203.0.1", "10.203.0.2"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
@@ -42,19 +41,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  f"--unsafely-treat-insecure-origin-as-secure=http://{HUB_IP}:8740"]
 
 
-def make_network() -> None:
-    for cmd in (["ip", "link", "set", "lo", "up"],
-                ["ip", "link", "add", "fw0", "type", "veth", "peer", "name", "fw1"],
-                ["ip", "addr", "add", f"{HUB_IP}/24", "dev", "fw0"],
-                ["ip", "addr", "add", f"{PEER_IP}/24", "dev", "fw1"],
-                ["ip", "link", "set", "fw0", "up"], ["ip", "link", "set", "fw1", "up"]):
-        subprocess.run(cmd, check=True)
-
-
 async def main(wav: Path, out: Path) -> dict:
     from playwright.async_api import async_playwright
 
-    make_network()
+    make_veth_network()
     findings: dict = {}
     settings = load_settings(None, {}, server={"data_dir": str(out / "data"), "host": HUB_IP},
                              walls={"patch_interval_ms": 100},
