@@ -14,11 +14,13 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 from aiohttp import web
 
 from agent_client.connection import HubConnection
@@ -46,6 +48,12 @@ async def main(wav: Path, out: Path) -> dict:
 
     make_veth_network()
     findings: dict = {}
+    started = time.monotonic()
+    steps: dict[str, float] = {}  # seconds since start at which each step was done, for failures
+    findings["steps"] = steps
+
+    def step(name: str) -> None:
+        steps[name] = round(time.monotonic() - started, 1)
     settings = load_settings(None, {}, server={"data_dir": str(out / "data"), "host": HUB_IP},
                              walls={"patch_interval_ms": 100},
                              listen={"ice_host_addresses": [HUB_IP]})
@@ -60,6 +68,9 @@ async def main(wav: Path, out: Path) -> dict:
     base = f"http://{HUB_IP}:8740"
 
     pcm, rate = read_wav(wav)
+    # the conversation three times over (~2.5 min): on a loaded CI machine the browser's start,
+    # sign-in and ICE can take most of a minute, and the call must still be live for the whisper
+    pcm = np.concatenate([pcm, pcm, pcm])
     conn = HubConnection(f"ws://{HUB_IP}:8740/ingest/v1", "a1", token)
     recorder = VoiceRecorder(out / "agent-heard.wav", rate)
     mixer = BargeMixer(rate)
@@ -86,15 +97,18 @@ async def main(wav: Path, out: Path) -> dict:
         await page.fill("#username", "boss")
         await page.fill("#password", "boss-password")
         await page.click("#login-submit")
+        step("signed in")
         tile = page.locator('.tile[data-agent-id="a1"]')
         await tile.wait_for()
         await page.wait_for_function(
             "() => document.querySelector('.tile[data-agent-id=\"a1\"]').dataset.state"
             " === 'on_call'")
+        step("tile on call")
         await tile.click()
         await page.locator('#drawer [data-listen-mode="listen"]').click()
         await page.wait_for_function(  # ICE takes a while on a loaded machine
             "() => window.fwMonitor && window.fwMonitor.state === 'connected'", timeout=40000)
+        step("listening")
         # sample what the page hears for a few seconds: bytes in, level per channel
         samples = []
         for _ in range(30):
@@ -114,11 +128,13 @@ async def main(wav: Path, out: Path) -> dict:
         await page.locator('#drawer [data-listen-mode="whisper"]').click()
         await page.wait_for_function("() => window.fwMonitor.session?.mode === 'whisper' && "
                                      "window.fwMonitor.state === 'connected'", timeout=40000)
+        step("whispering")
         await asyncio.sleep(3.0)
         findings["whisper_frames"] = voice.frames["whisper"]
         findings["barge_mixed"] = mixer.mixed_samples
         await page.locator("#monitor-bar .monitor-stop").click()
         await page.wait_for_function("() => window.fwMonitor.session === null")
+        step("stopped")
         await asyncio.sleep(0.5)
         findings["audit"] = hub.store.monitor_sessions()
         # the audit page shows both sessions
@@ -128,9 +144,16 @@ async def main(wav: Path, out: Path) -> dict:
         await page.screenshot(path=str(out / "audit.png"))
     except Exception as exc:  # say what the page showed, for the test's failure message
         findings["error"] = repr(exc)
-        findings["bar"] = await page.locator("#monitor-bar").text_content()
+        findings["url"] = page.url
+        findings["call_still_streaming"] = not streaming.done()
+        bar = page.locator("#monitor-bar")
+        if await bar.count():  # the audit page has none; never let the report hide the error
+            findings["bar"] = await bar.text_content(timeout=1000)
         await page.screenshot(path=str(out / "failure.png"))
+        brief = {k: findings.get(k) for k in ("error", "steps", "url", "call_still_streaming",
+                                               "bar")}
         print(json.dumps(findings, default=str), file=sys.stderr)
+        print(json.dumps(brief, default=str), file=sys.stderr)  # last: the test shows the tail
         raise
     finally:
         await browser.close()

@@ -34,8 +34,8 @@ def test_chromium_listens_whispers_and_the_audit_trail_shows_it(tmp_path):
     call = callgen.generate_call(LONG_CALL, 16000, tmp_path, tail_s=2.0)
     result = subprocess.run([shutil.which("unshare"), "-n", sys.executable, str(SCENARIO),
                              "--wav", str(call.wav), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-4000:]
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-6000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     listen = found["listen"]
     print(json.dumps({k: v for k, v in found.items() if k != "audit"}, indent=1))
