@@ -173,6 +173,17 @@ def test_mask_phone():
     ("I am 42, order 2024, room 3301", "I am 42, order 2024, room 3301"),
     ("4111 1111 1111 1112 fails Luhn", "411****1112 fails Luhn"),
     ("11010519491231002Y wrong check", "110****1002Y wrong check"),
+    # read or typed other ways: double spaces, spaced dashes, no-break and ideographic spaces
+    ("card 4111  1111  1111  1111", "card **** **** **** 1111"),
+    ("4111 - 1111 - 1111 - 1111", "**** **** **** 1111"),
+    ("4111\u00a01111\u00a01111\u00a01111", "**** **** **** 1111"),
+    ("卡号4111\u30001111\u30001111\u30001111", "卡号**** **** **** 1111"),
+    # numbers read one after the other: each masked, the CVV with them
+    ("card 4111 1111 1111 1111 11010519491231002X", "card **** **** **** 1111 110105********002X"),
+    ("4111 1111 1111 1111 123", "**** **** **** 1111 ***"),
+    # glued to letters: card, ID and mobile numbers masked, order numbers kept
+    ("card4111111111111111, ID11010519491231002X", "card**** **** **** 1111, ID110105********002X"),
+    ("order A12345678, tel13812345678", "order A12345678, tel138****5678"),
 ])
 def test_mask_text(text, masked):
     from server.pii import mask_text
