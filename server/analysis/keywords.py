@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.events import KeywordMatched, PhraseNotSaid, Severity, Speaker
+from server.pii import mask_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "rules"
 #: A phrase that starts before a not-said deadline may still be being said at it: the verdict
@@ -228,7 +229,10 @@ class KeywordMatcher:
         if last is not None and abs(offset_s - last) < self._cooldown_s:
             return None
         self._last[rule.id] = offset_s
-        return KeywordMatched(offset_s, speaker, rule.id, rule.category, phrase, rule.severity)
+        # a pack's pattern may take in digits ("card number is [\d ]+"): the phrase is shown in
+        # the drawer and the alert, so it is masked here, once, for every consumer
+        return KeywordMatched(offset_s, speaker, rule.id, rule.category, mask_text(phrase),
+                              rule.severity)
 
 
 def _hears(rule: Rule, speaker: Speaker) -> bool:
