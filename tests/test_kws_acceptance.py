@@ -532,3 +532,21 @@ def test_a_pack_pattern_that_takes_in_digits_gives_a_masked_phrase(tmp_path):
     [match] = matcher.match(3.0, Speaker.CUSTOMER, f"my card number is {CARD} ok")
     assert match.phrase == "card number is **** **** **** 6467 "
     assert find_leaks("phrase", [match.phrase]) == []
+
+
+@pytest.mark.parametrize("said", [
+    "Please note, this call may be monitored or recorded for training purposes.",
+    "Before we begin, this call is being monitored and recorded.",
+    "Just so you know, your call may be recorded for quality.",
+    "为了保障您的权益，本次通话将全程录音。",
+    "您好，您的通话将被录音。",
+])
+def test_the_usual_wordings_of_the_recording_notice_count_as_said(said):
+    """The IVR-style notice ("monitored or recorded") and common Chinese wordings satisfy the
+    rule; before, a compliant call saying them got a "not said" alert from transcript text."""
+    from server.analysis.keywords import KeywordMatcher, load_pack
+    from server.events import Speaker
+
+    matcher = KeywordMatcher(load_pack("builtin:mandatory").rules)
+    assert matcher.match(2.0, Speaker.AGENT, said) == []
+    assert matcher.due(60.0) == []
