@@ -9,6 +9,7 @@ the wall fan-out latency uses `time.time()`, because the hub stamps each tiles m
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -315,6 +316,33 @@ def save_result(name: str, data: dict[str, Any], results_dir: Path | None = None
     path = write_json(where / f"{name}-{stamp}.json", data)
     write_json(where / f"{name}-latest.json", data)
     return path
+
+
+def publish(name: str, result: dict[str, Any], text: str,
+            results_dir: Path | None = None) -> Path:
+    """Save a run's JSON (see `save_result`) with its Markdown beside it, and print both names."""
+    path = save_result(name, result, results_dir)
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"results: {path}")
+    return path
+
+
+def add_run_options(p: argparse.ArgumentParser, *, spawn_s: float | None = None,
+                    quiet_wait_s: float = 10.0, tree: bool = True) -> None:
+    """The options every process-spawning benchmark shares."""
+    if spawn_s is not None:
+        p.add_argument("--spawn", type=float, default=spawn_s,
+                       help=f"seconds allowed for client processes to start (default {spawn_s:g})")
+    p.add_argument("--quiet-wait", type=float, default=quiet_wait_s,
+                   help=f"before each step, wait at most this long for other work on the machine "
+                        f"to calm down (default {quiet_wait_s:g} s; 0 to not wait)")
+    p.add_argument("--nice", type=int, default=-10)
+    p.add_argument("--results", type=Path, default=None)
+    p.add_argument("--keep-work", action="store_true")
+    if tree:
+        p.add_argument("--tree", default=None,
+                       help="run the hub of this git ref (unpacked, see bench.micro --trees)")
 
 
 def read_json(path: Path) -> Any:

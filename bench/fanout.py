@@ -35,13 +35,14 @@ import numpy as np
 
 from bench.common import (
     RESULTS_DIR,
+    add_run_options,
     command_line,
     machine,
     pct,
     prepare,
+    publish,
     read_json,
     restored_process_state,
-    save_result,
     unpack_tree,
     wait_quiet,
 )
@@ -353,19 +354,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--deflate", action="store_const", const=15, default=0,
                    help="walls offer permessage-deflate, as browsers do (the hub then "
                         "compresses every message once per wall)")
-    p.add_argument("--spawn", type=float, default=SPAWN_S,
-                   help="seconds allowed for client processes to start")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the hub at the largest wall count (needs py-spy)")
     p.add_argument("--profile-top", type=int, default=30)
-    p.add_argument("--quiet-wait", type=float, default=10.0,
-                   help="before each step, wait at most this long for other work on the "
-                        "machine to calm down (default 10 s; 0 to not wait)")
-    p.add_argument("--nice", type=int, default=-10)
-    p.add_argument("--results", type=Path, default=None)
-    p.add_argument("--keep-work", action="store_true")
-    p.add_argument("--tree", default=None,
-                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
+    add_run_options(p, spawn_s=SPAWN_S)
     return p
 
 
@@ -373,11 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with restored_process_state():
         result = asyncio.run(run(args))
-    path = save_result("fanout-deflate" if args.deflate else "fanout", result, args.results)
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text)
-    print(text)
-    print(f"results: {path}")
+    publish("fanout-deflate" if args.deflate else "fanout", result, markdown(result), args.results)
     return result
 
 

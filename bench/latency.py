@@ -30,12 +30,13 @@ from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
+    add_run_options,
     command_line,
     machine,
     prepare,
+    publish,
     read_json,
     restored_process_state,
-    save_result,
     unpack_tree,
 )
 from bench.loadstep import SPAWN_S, StepConfig, delays_ms, run_step
@@ -159,16 +160,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", type=float, default=26.0)
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--dead-air", type=float, default=2.0)
-    p.add_argument("--spawn", type=float, default=SPAWN_S,
-                   help="seconds allowed for client processes to start (default 2.5)")
-    p.add_argument("--quiet-wait", type=float, default=10.0,
-                   help="before each step, wait at most this long for other work on the "
-                        "machine to calm down (default 10 s; 0 to not wait)")
-    p.add_argument("--nice", type=int, default=-10)
-    p.add_argument("--results", type=Path, default=None)
-    p.add_argument("--keep-work", action="store_true")
-    p.add_argument("--tree", default=None,
-                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
+    add_run_options(p, spawn_s=SPAWN_S)
     return p
 
 
@@ -179,11 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("no capacity known: run bench.capacity first or pass --capacity N")
     with restored_process_state():
         result = asyncio.run(run(args, capacity))
-    path = save_result(f"latency-{args.rate}", result, args.results)
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text)
-    print(text)
-    print(f"results: {path}")
+    publish(f"latency-{args.rate}", result, markdown(result), args.results)
     return result
 
 

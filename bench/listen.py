@@ -69,15 +69,16 @@ import numpy as np
 from bench.audio import LOAD_LOOP_S, LOAD_SPANS, render
 from bench.common import (
     RESULTS_DIR,
+    add_run_options,
     command_line,
     cores,
     machine,
     pct,
     prepare,
+    publish,
     python_env,
     read_json,
     restored_process_state,
-    save_result,
     taskset,
     wait_quiet,
     write_json,
@@ -1208,12 +1209,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also listen in Chromium, in a private network namespace (needs root "
                         "and unshare; skipped otherwise)")
     p.add_argument("--chromium-s", type=float, default=30.0)
-    p.add_argument("--spawn", type=float, default=2.0, help="(accepted for uniformity)")
-    p.add_argument("--quiet-wait", type=float, default=5.0,
-                   help="before each level, wait at most this long for the machine to calm down")
-    p.add_argument("--nice", type=int, default=-10)
-    p.add_argument("--results", type=Path, default=None)
-    p.add_argument("--keep-work", action="store_true")
+    add_run_options(p, spawn_s=2.0, quiet_wait_s=5.0, tree=False)
     p.add_argument("--role", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -1230,11 +1226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser().error("--levels: increasing, starting at 0, at most 5")
     with restored_process_state():
         result = asyncio.run(run(args))
-    path = save_result("listen", result, args.results)
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text)
-    print(text)
-    print(f"results: {path}")
+    publish("listen", result, markdown(result), args.results)
     return result
 
 

@@ -17,18 +17,18 @@ import asyncio
 import contextlib
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import (
     RESULTS_DIR,
+    add_run_options,
     command_line,
     machine,
     prepare,
+    publish,
     restored_process_state,
-    save_result,
     unpack_tree,
 )
 from bench.fanout import wall_level
@@ -132,16 +132,7 @@ def parser() -> argparse.ArgumentParser:
                    default=[250, 1000])
     p.add_argument("--measure", type=float, default=4.0)
     p.add_argument("--settle", type=float, default=1.0)
-    p.add_argument("--spawn", type=float, default=SPAWN_S,
-                   help="seconds allowed for client processes to start (default 2.5)")
-    p.add_argument("--quiet-wait", type=float, default=10.0,
-                   help="before each step, wait at most this long for other work on the "
-                        "machine to calm down (default 10 s; 0 to not wait)")
-    p.add_argument("--nice", type=int, default=-10)
-    p.add_argument("--results", type=Path, default=None)
-    p.add_argument("--keep-work", action="store_true")
-    p.add_argument("--tree", default=None,
-                   help="run the hub of this git ref (unpacked, see bench.micro --trees)")
+    add_run_options(p, spawn_s=SPAWN_S)
     return p
 
 
@@ -149,11 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with restored_process_state():
         result = asyncio.run(run(args))
-    path = save_result("memory", result, args.results)
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text)
-    print(text)
-    print(f"results: {path}")
+    publish("memory", result, markdown(result), args.results)
     return result
 
 
