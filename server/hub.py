@@ -27,7 +27,6 @@ from server.monitoring import Monitoring
 from server.recognize import Recognition
 from server.store import AgentAccount, Store
 from server.walls import WallHub
-from server.webrtc import restrict_host_addresses
 from server.wire import dumps, iso
 
 log = logging.getLogger("floorwatch.hub")
@@ -162,7 +161,6 @@ class Hub:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        restrict_host_addresses(self.settings.listen.ice_host_addresses)
         await self.bus.start()
         if not self.shared:
             self._restore_tiles()

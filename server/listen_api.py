@@ -18,8 +18,7 @@ from aiohttp import web
 
 from server.auth import caller
 from server.hub import HUB
-from server.monitor import MonitorMode, MonitorRefused
-from server.webrtc import BadOffer
+from server.monitor import BadOffer, MonitorMode, MonitorRefused
 from server.wire import dumps, iso, parse_iso
 
 log = logging.getLogger("floorwatch.listen_api")

@@ -32,6 +32,10 @@ ROLE_DEFAULTS = {"admin": PERMISSIONS, "supervisor": ("listen",)}
 SPOT_CHECK_WEIGHTS = {"critical": 8.0, "high": 4.0, "medium": 2.0, "low": 1.0}
 
 
+class BadOffer(ValueError):
+    """The browser's SDP offer cannot be answered (not SDP, no audio, no shared codec)."""
+
+
 class MonitorRefused(Exception):
     """A monitoring request that cannot be granted; `key` names the user-facing message."""
 

@@ -18,14 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import av
-
 from server.bus import HubUnreachable
-from server.call_audio import CallTap, PacketQueue, VoiceResampler
 from server.events import AlertChanged, TileChanged
 from server.ingest_protocol import AUDIO_HEADER, PROTOCOL_VERSION, AudioChunk
 from server.monitor import (
     ActiveSession,
+    BadOffer,
     MonitorMode,
     MonitorRefused,
     MonitorRequest,
@@ -36,11 +34,15 @@ from server.monitor import (
     sessions_on_tiles,
 )
 from server.store import User
-from server.webrtc import BadOffer, MonitorPeer, rtc_configuration
 from server.wire import dumps, iso
 
 if TYPE_CHECKING:
+    import av
+    from aiortc import RTCConfiguration
+
+    from server.call_audio import CallTap, PacketQueue, VoiceResampler
     from server.hub import Hub
+    from server.webrtc import MonitorPeer
 
 log = logging.getLogger("floorwatch.monitoring")
 
@@ -73,7 +75,7 @@ class Monitoring:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self.settings = hub.settings.listen
-        self._rtc = rtc_configuration(self.settings)
+        self._rtc: RTCConfiguration | None = None  # aiortc is loaded with the first session
         self._sessions: dict[str, _Session] = {}
         self._taps: dict[str, CallTap] = {}  # agent id -> the tap of its current call
         self._rng = random.Random()
@@ -184,6 +186,13 @@ class Monitoring:
             raise MonitorRefused(409, "listen.refused.elsewhere",
                                  "this call is not streaming to this hub")
         rate = live.call.info.sample_rate
+        # WebRTC and the Opus codec are loaded on first use: a hub nobody listens to does without
+        # them (~30 MB and 0.15 s of start-up)
+        from server.call_audio import CallTap, VoiceResampler
+        from server.webrtc import MonitorPeer, restrict_host_addresses, rtc_configuration
+        if self._rtc is None:
+            restrict_host_addresses(self.settings.ice_host_addresses)
+            self._rtc = rtc_configuration(self.settings)
         tap = self._taps.get(agent_id)
         if tap is None or tap.sample_rate != rate:
             tap = self._taps[agent_id] = CallTap(

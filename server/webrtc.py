@@ -29,14 +29,11 @@ from aiortc.mediastreams import MediaStreamError
 
 from server.call_audio import PacketQueue
 from server.config import ListenSettings
+from server.monitor import BadOffer
 
 log = logging.getLogger("floorwatch.webrtc")
 
 CONNECT_TIMEOUT_S = 30.0  # from the answer to an established connection
-
-
-class BadOffer(ValueError):
-    """The browser's SDP offer cannot be answered (not SDP, no audio, no shared codec)."""
 
 
 def rtc_configuration(listen: ListenSettings) -> RTCConfiguration:
@@ -50,7 +47,7 @@ def rtc_configuration(listen: ListenSettings) -> RTCConfiguration:
 def restrict_host_addresses(addresses: tuple[str, ...]) -> None:
     """Offer ICE host candidates on these addresses only (a multi-homed server, or a test on
     127.0.0.1, which aioice otherwise never offers). Process-wide: aioice has no per-connection
-    setting, so the hub sets it once at start."""
+    setting, so the hub sets it once, before its first session."""
     if not addresses:
         return
     import aioice.ice
