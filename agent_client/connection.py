@@ -205,7 +205,8 @@ class HubConnection:
     async def _handshake(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION,
                                   "agent_id": self.agent_id, "token": self._token,
-                                  "session": self.session, "client": self._client}))
+                                  "session": self.session, "client": self._client,
+                                  "client_time": utc_now_iso()}))
         try:
             welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
         except ConnectionClosed as exc:
