@@ -15,7 +15,8 @@ Masking is deliberately greedy: a digit run that looks like none of these but is
 a number of someone's is masked as a phone number. Numbers written out in words are not caught.
 
 Digits are grouped the way people read and type them: single or double spaces (also no-break and
-ideographic spaces) or a dash, with or without spaces round it, join groups into one run. A run
+ideographic spaces) or a dash, with or without spaces round it, join groups into one run; groups
+joined by dots or slashes count only when they make a card or ID number. A run
 holding several numbers read one after the other ("4111 1111 1111 1111 11010519491231002X") is
 split into the card and ID numbers it contains, and short groups read with them (an expiry, the
 three digits on the back) are masked whole. A card, ID or mobile number glued to Latin letters
@@ -36,6 +37,9 @@ _ID_CHECK = "10X98765432"
 _SEP = r"(?:[^\S\n]{1,3}|[^\S\n]{0,2}[-\u2010-\u2014][^\S\n]{0,2})"
 _DIGIT_RUN = re.compile(rf"(?<!\d)\+?\d(?:{_SEP}?\d){{3,}}(?:[Xx](?![A-Za-z]))?")
 _GROUP = re.compile(r"\d+(?:[Xx](?![A-Za-z]))?")
+# groups joined by dots or slashes: masked only when they make a card or ID number (dates and
+# amounts such as 2024.11.30 or 125000.00 are left alone)
+_DOTTED = re.compile(r"(?<![\d.])\d{3,8}(?:[./]\d{3,8}){2,5}(?:[Xx](?![A-Za-z]))?(?![\d])")
 _MOBILE = re.compile(r"(?:86)?1[3-9]\d{9}")
 _EDGES = re.compile(r"([\s\-\u2010-\u2014]*)(.*?)([\s\-\u2010-\u2014]*)", re.DOTALL)
 _CODE_WORD = re.compile(r"(code|otp|pin|passcode|验证码|校验码|动态码|动态密码|短信码)",
@@ -81,6 +85,7 @@ def mask_phone(number: str) -> str:
 
 def mask_text(text: str) -> str:
     """The text with card numbers, ID numbers, phone numbers and verification codes masked."""
+    text = _DOTTED.sub(lambda m: _mask_number(_compact(m.group(0)), "") or m.group(0), text)
     code_words = [m.end() for m in _CODE_WORD.finditer(text)]
 
     def replace(match: re.Match[str]) -> str:

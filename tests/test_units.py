@@ -184,6 +184,10 @@ def test_mask_phone():
     # glued to letters: card, ID and mobile numbers masked, order numbers kept
     ("card4111111111111111, ID11010519491231002X", "card**** **** **** 1111, ID110105********002X"),
     ("order A12345678, tel13812345678", "order A12345678, tel138****5678"),
+    # dots and slashes: only a card or ID number is masked, dates and amounts stay
+    ("4111.1111.1111.1111 on 2024.11.30, 125000.00",
+     "**** **** **** 1111 on 2024.11.30, 125000.00"),
+    ("4111/1111/1111/1111 30/11/2024", "**** **** **** 1111 30/11/2024"),
 ])
 def test_mask_text(text, masked):
     from server.pii import mask_text
