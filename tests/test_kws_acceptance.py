@@ -338,8 +338,8 @@ async def test_phrases_said_in_the_audio_raise_alerts_and_clean_calls_none(hub, 
         alerts = await settled_alerts(hub, list(calls))
         for call_id, (_, call, wpm) in calls.items():
             got = keyword_alerts(alerts[call_id])
-            if wpm is None:  # the clean call: nothing, and the notice was said in time
-                assert got == [], f"{call_id}: {got}"
+            if wpm is None:  # the clean call: no alert at all, and the notice was said in time
+                assert alerts[call_id] == [], f"{call_id}: {alerts[call_id]}"
                 continue
             expected = expected_policy_alerts(call, wpm)
             assert [a["detail"]["rule"] for a in got] == [rule for _, rule in expected], \
@@ -538,6 +538,8 @@ def test_a_pack_pattern_that_takes_in_digits_gives_a_masked_phrase(tmp_path):
     "Please note, this call may be monitored or recorded for training purposes.",
     "Before we begin, this call is being monitored and recorded.",
     "Just so you know, your call may be recorded for quality.",
+    "Hello, you're on a recorded line, how can I help?",
+    "Before we start, this conversation is being recorded.",
     "为了保障您的权益，本次通话将全程录音。",
     "您好，您的通话将被录音。",
 ])
