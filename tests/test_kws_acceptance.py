@@ -552,3 +552,18 @@ def test_the_usual_wordings_of_the_recording_notice_count_as_said(said):
     matcher = KeywordMatcher(load_pack("builtin:mandatory").rules)
     assert matcher.match(2.0, Speaker.AGENT, said) == []
     assert matcher.due(60.0) == []
+
+
+@pytest.mark.parametrize(("said", "rule"), [
+    ("You’re an idiot, honestly.", "en-core/abusive-language"),
+    ("With this plan you can’t lose.", "en-core/false-promise"),
+    ("Don’t buy from them, they’re scammers.", "en-core/disparage-competitor"),
+    ("It is completely risk‑free.", "en-core/false-promise"),  # a no-break hyphen
+])
+def test_typographic_apostrophes_and_dashes_match_the_rules(said, rule):
+    """Chat typed on a phone, and some ASR engines, write ’ and ‑: the phrases match anyway."""
+    from server.analysis.keywords import KeywordMatcher, load_pack
+    from server.events import Speaker
+
+    matcher = KeywordMatcher(load_pack("builtin:en-core").rules)
+    assert [m.rule_id for m in matcher.match(1.0, Speaker.AGENT, said)] == [rule]

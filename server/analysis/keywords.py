@@ -34,8 +34,16 @@ class RuleError(ValueError):
     """A rule pack that cannot be loaded; the message names the file and the rule."""
 
 
+# typographic apostrophes and dashes (phones, word processors, some ASR engines) as ASCII, so
+# "you’re an idiot" matches "you're an idiot" and "risk‑free" matches "risk-free"
+_PUNCTUATION = str.maketrans({**dict.fromkeys("\u2018\u2019\u02bc\u2032\u00b4`", "'"),
+                              **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212",
+                                              "-")})
+
+
 def normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return " ".join(unicodedata.normalize("NFKC", text).translate(_PUNCTUATION).casefold()
+                    .split())
 
 
 def _phrase_regex(phrase: str) -> str:
