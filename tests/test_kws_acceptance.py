@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory) -> Hub:
+def hub(tmp_path_factory) -> Iterator[Hub]:
     need_spotter()
     root = tmp_path_factory.mktemp("kws-acceptance")
     data_dir, port = root / "data", free_port()
