@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.kws_accuracy            # evaluate the shipped thresholds
     .venv/bin/python -m bench.kws_accuracy --tune     # score everything, suggest thresholds
     .venv/bin/python -m bench.kws_accuracy --seed-cmn # the CMN vector to seed decoders with
+    .venv/bin/python -m bench.kws_accuracy --mandatory --rates 8000  # recording-notice phrases
 
 The corpus is generated: every spottable en-core phrase in three carrier sentences, and ~60
 keyword-free call-centre sentences (with near misses: "guarantee", "return", "risk", "code",
@@ -407,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tune", action="store_true", help="score everything, suggest thresholds")
     ap.add_argument("--seed-cmn", action="store_true", help="print a CMN seed vector")
+    ap.add_argument("--mandatory", action="store_true",
+                    help="thresholds for the recording notice's phrases (builtin:mandatory)")
     ap.add_argument("--quick", action="store_true", help="default voice, 160 wpm only")
     ap.add_argument("--voices", help="comma-separated espeak-ng voices (default: all four)")
     ap.add_argument("--plp", type=float, default=SpotterParams().plp)
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--margin", type=float, default=10.0,
                     help="--tune: decades a threshold sits at least above the best false score")
     ap.add_argument("--hf-fill", type=float, help="8 kHz: noise in the 4-8 kHz band (dBFS)")
+    ap.add_argument("--mllr", help="acoustic-model transform for 8 kHz decoders: a path, or "
+                    "'none' (default: the shipped one, bench/kws_adapt.py)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/floorwatch-kws-bench"))
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--dump", type=Path, help="pickle every spot here, for offline analysis")
@@ -426,6 +431,12 @@ def main(argv: list[str] | None = None) -> None:
         print(seed_cmn(args.cache))
         return
     rates = tuple(int(r) for r in args.rates.split(","))
+    if args.mandatory:
+        mllr = None if args.mllr is None else ("" if args.mllr == "none" else args.mllr)
+        for rate in rates:
+            table = mandatory(rate, SpotterParams(mllr=mllr), args.margin)
+            print(f"{rate}:", json.dumps({k: int(v) for k, v in table.items()}))
+        return
     keyphrases = {r: keyphrases_from_packs(["builtin:en-core"], sample_rate=r) for r in rates}
     if args.load:
         runs = {name: run for path in args.load
@@ -481,7 +492,8 @@ def decode_all(args: argparse.Namespace, keyphrases: dict[int, list[Keyphrase]]
         conds = [c for c in conds if c.voice == "en-us" and c.speed == 160]
     if args.voices:
         conds = [c for c in conds if c.voice in args.voices.split(",")]
-    params = SpotterParams(plp=args.plp, hf_fill_dbfs=args.hf_fill)
+    mllr = None if args.mllr is None else ("" if args.mllr == "none" else args.mllr)
+    params = SpotterParams(plp=args.plp, hf_fill_dbfs=args.hf_fill, mllr=mllr)
     if args.tune:  # every detection, with its score
         keyphrases = {r: [replace(k, threshold=1e-60) for k in ks] for r, ks in keyphrases.items()}
         params = replace(params, dedupe=False)
@@ -535,6 +547,48 @@ def latencies(runs: dict[str, tuple[int, list[Result]]],
             if hits:
                 out.append(LATENCY[id(hits[0])])
     return out
+
+
+#: Sentences a recording-notice phrase (builtin:mandatory) is spoken in, for --mandatory.
+NOTICE_CARRIERS = ("Before we start, {p}, for training purposes.",
+                   "Hello, {p}, is that okay with you?", "Just so you know, {p}.")
+
+
+def mandatory(rate: int, params: SpotterParams, margin: float) -> dict[str, float]:
+    """Thresholds for the recording notice's phrases (not-said rules): each phrase in three
+    sentences by en-us and en-gb at 160 wpm against every keyword-free sentence by both voices;
+    per phrase, the middle of the gap between the best false score and the weakest true one,
+    at least `margin` above the false score and at least +10 (a phrase no keyword-free sentence
+    came near would otherwise get a threshold below zero). Printed with the scores."""
+    keyphrases = [replace(k, threshold=1e-60)
+                  for k in keyphrases_from_packs(["builtin:mandatory"], sample_rate=rate)]
+    params = replace(params, dedupe=False)
+
+    def best(text: str, voice: str) -> dict[str, float]:
+        pad = np.zeros(rate // 2, np.int16)
+        spotter = KeywordSpotter(keyphrases, rate, params)
+        pcm = np.concatenate((pad, synthesize(text, voice, 160, rate), pad))
+        out: dict[str, float] = {}
+        for s in spotter.feed(0, pcm, final=True):
+            out[s.phrase] = max(out.get(s.phrase, -99.0), s.score)
+        return out
+
+    voices = ("en-us", "en-gb")
+    false: dict[str, float] = defaultdict(lambda: -99.0)
+    for text in NEGATIVE:
+        if "recorded" not in text:
+            for voice in voices:
+                for phrase, score in best(text, voice).items():
+                    false[phrase] = max(false[phrase], score)
+    table = {}
+    for k in keyphrases:
+        true = sorted(best(c.format(p=k.text), v).get(k.text, -99.0)
+                      for c in NOTICE_CARRIERS for v in voices)
+        table[k.text] = float(math.ceil(max((false[k.text] + true[0]) / 2,
+                                            false[k.text] + margin, 10.0)))
+        print(f"{k.text:42} true {' '.join(f'{x:+.0f}' for x in true)}  best false "
+              f"{false[k.text]:+.0f}  -> {table[k.text]:+.0f}")
+    return table
 
 
 def seed_cmn(cache: Path) -> str:

@@ -79,7 +79,7 @@ CLEAN_CALL = [
 ]
 
 
-def spot_wav(call: GeneratedCall, keyphrases=None, chunk_s: float = 0.1):
+def spot_wav(call: GeneratedCall, keyphrases=None, chunk_s: float = 0.1, params=None):
     """Stream a generated call's agent channel the way the hub would; return spots and gate."""
     from server.analysis.kws import KeywordSpotter
 
@@ -87,7 +87,7 @@ def spot_wav(call: GeneratedCall, keyphrases=None, chunk_s: float = 0.1):
     keyphrases = keyphrases or keyphrases_from_packs(["builtin:en-core"], sample_rate=rate)
     analyzer = CallAnalyzer(rate, AnalysisParams())
     gate = KwsGate(rate)
-    spotter = KeywordSpotter(keyphrases, rate)
+    spotter = KeywordSpotter(keyphrases, rate, params)
     vad = analyzer.gates[0]
     step = int(chunk_s * rate)
     spots, pieces = [], []
@@ -311,6 +311,59 @@ def test_ungated_long_audio_is_cut_without_losing_a_phrase(calls_dir: Path) -> N
         same = [s for s in found[8.0] if s.rule_id == whole.rule_id
                 and abs(s.offset_s - whole.offset_s) < 0.3]
         assert len(same) == 1, (whole, found[8.0])
+
+
+def test_8k_decoders_load_the_narrowband_transform(calls_dir: Path) -> None:
+    """8 kHz decoders adapt the wideband model to the telephone channel with the shipped MLLR
+    transform (bench/kws_adapt.py); 16 kHz decoders do not. A voice the transform never heard
+    (en-us+m3) says a policy phrase on an 8 kHz line: found with the transform, and it is the
+    transform that lifts the phrase over its threshold."""
+    need_spotter()
+    from server.analysis.kws import MLLR_FILES, KeywordSpotter, SpotterParams
+
+    path = MLLR_FILES[8000]
+    assert path.is_file() and path.stat().st_size < 20_000
+    values = path.read_text().split()  # 1 class, 3 streams; each: 13, A 13x13, b 13, h 13
+    assert values[:3] == ["1", "3", "13"] and len(values) == 2 + 3 * (1 + 13 * 13 + 13 + 13)
+    keyphrases = keyphrases_from_packs(["builtin:en-core"], sample_rate=8000)
+    assert KeywordSpotter(keyphrases, 8000)._mllr(8000) == path
+    assert KeywordSpotter(keyphrases, 16000)._mllr(16000) is None
+
+    line = Utterance("agent", 0.4, "Please read me the verification code from the text message.",
+                     "en-us+m3")
+    call = callgen.generate_call([line], 8000, calls_dir)
+    spots, _, _ = spot_wav(call)
+    assert [s.rule_id for s in spots] == ["en-core/sensitive-data"], spots
+    assert spots[0].phrase == "verification code"
+    without, _, _ = spot_wav(call, params=SpotterParams(mllr=""))
+    assert without == [] or without[0].score < spots[0].score - 20, (without, spots)
+
+
+def test_the_adaptation_recipe_runs_and_its_transform_loads(tmp_path: Path) -> None:
+    """bench/kws_adapt.py end to end on a cut-down corpus, with Debian's sphinxtrain: the
+    mixture weights expanded from the model's sendump, bw, mllr_solve, and a decoder that loads
+    the transform it wrote and spots with it."""
+    need_spotter()
+    from bench import kws_adapt
+
+    need((kws_adapt.SPHINXTRAIN / "bw").is_file(), "sphinxtrain is not installed")
+    need_tools("sphinx_fe", "pocketsphinx_mdef_convert")
+    from pocketsphinx import get_model_path
+
+    from server.analysis.kws import Keyphrase, KeywordSpotter, SpotterParams
+
+    mixw = kws_adapt.sendump_mixw(Path(get_model_path("en-us/en-us/sendump")))
+    assert mixw.shape[1:] == (3, 128) and np.allclose(mixw.sum(axis=2), 1.0)
+    out = tmp_path / "small.mllr"
+    kws_adapt.adapt(tmp_path / "work", out, voices=("en-us+m1", "en-us+f1"), sentences=6,
+                    real=False)
+    values = out.read_text().split()
+    assert values[:3] == ["1", "3", "13"] and len(values) == 590
+    pcm = callgen.synthesize("Please read me the verification code now.", "en-us+m3", 160, 8000)
+    spotter = KeywordSpotter([Keyphrase("verification code", "r", 1e-60)], 8000,
+                             SpotterParams(mllr=str(out)))
+    assert spotter._mllr(8000) == out
+    assert [s.phrase for s in spotter.feed(0, pcm, final=True)] == ["verification code"]
 
 
 def test_spotter_rejects_what_it_cannot_do() -> None:

@@ -24,7 +24,9 @@ Why it is built this way:
   phrase in the first seconds of a call scores 26-71 decades lower (16 kHz) or is not
   detected at all (8 kHz). The live CMN then adapts to the call at the end of each region.
 * **8 kHz in, 16 kHz to the model.** The bundled en-us model is wideband; 8 kHz telephone audio
-  goes through a small half-band FIR interpolator (`Upsampler2x`), numpy only.
+  goes through a small half-band FIR interpolator (`Upsampler2x`), numpy only, and 8 kHz
+  decoders load an MLLR transform that adapts the model to that narrowband channel
+  (`MLLR_FILES`, 5 KB of text made by bench/kws_adapt.py): held-out recall 0.76 -> 0.92.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ from server.analysis.keywords import load_pack
 
 log = logging.getLogger("floorwatch.kws")
 
+#: Adaptation of the bundled acoustic model per sample rate: an MLLR transform of its Gaussian
+#: means, loaded by that rate's decoders (bench/kws_adapt.py regenerates it; docs/kws.md).
+#: 8 kHz audio upsampled has an empty 4-8 kHz band, a channel the wideband model never heard.
+MLLR_FILES = {8000: Path(__file__).with_name("models") / "en-us-8k.mllr"}
+
 #: Cepstral mean of speech as the decoder sees it after a minute of calls, per sample rate
 #: (bench/kws_accuracy.py --seed-cmn: espeak-ng en-us and en-gb, and the pocketsphinx-testdata
 #: recordings). 8 kHz audio, upsampled, has nothing above 4 kHz, hence its very different mean.
@@ -57,40 +64,54 @@ SEED_CMN = {
 #: Per-phrase thresholds, as log10 of the ratio of keyphrase to phone-loop likelihood, per
 #: sample rate (8 kHz audio upsampled scores lower than wideband audio). Chosen with
 #: bench/kws_accuracy.py --tune on all the en-us conditions (both halves of the corpus), at
-#: 16 kHz with --margin 10 and at 8 kHz with --margin 4 (more recall for a few false alarms);
-#: the evidence is in docs/kws.md. Phrases not listed get `default_exponent(syllables)`.
+#: 16 kHz with --margin 10 and at 8 kHz with --margin 4 (more recall for a few false alarms),
+#: 8 kHz decoders with the shipped MLLR transform (`MLLR_FILES`); the evidence is in
+#: docs/kws.md. Phrases not listed get `default_exponent(syllables)`.
 TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
-    8000: {  # margin 4 (see docs/kws.md, "8 kHz, second round")
-        "you are an idiot": 48,
+    8000: {  # margin 4, with the MLLR transform (docs/kws.md, "8 kHz, third round")
+        "you are an idiot": 47,
         "you're an idiot": 47,
-        "stupid customer": 6,
-        "are you deaf": 29,
-        "you moron": 41,
-        "i will find you": 56,
-        "you will regret this": 45,
-        "guaranteed returns": 10,
+        "stupid customer": 32,
+        "are you deaf": 37,
+        "you moron": 31,
+        "i will find you": 52,
+        "you will regret this": 50,
+        "guaranteed returns": 18,
         "guaranteed return": 13,
-        "no risk at all": 9,
-        "zero risk": 30,
+        "no risk at all": 16,
+        "zero risk": 26,
         "you cannot lose": 44,
-        "you can't lose": 53,
-        "double your money": 73,
-        "guaranteed profit": 29,
-        "verification code": 0,
-        "your password": 34,
-        "full card number": -12,
-        "the three digits on the back": 57,
-        "they are scammers": 7,
-        "they're scammers": 3,
-        "their products are garbage": 54,
-        "the other company is a scam": 31,
-        # builtin:mandatory (not-said rules: a false "said" only costs an alert, so lenient;
-        # 8 notice sentences x en-us/en-gb score >= +28, 60 keyword-free sentences <= -4)
+        "you can't lose": 60,
+        "double your money": 63,
+        "guaranteed profit": 42,
+        "verification code": 15,
+        "your password": 44,
+        "full card number": 1,
+        "the three digits on the back": 85,
+        "they are scammers": 19,
+        "they're scammers": 19,
+        "their products are garbage": 59,
+        "the other company is a scam": 51,
+        # builtin:mandatory (not-said rules): bench/kws_accuracy.py --mandatory, margin 4, at
+        # least +10; every notice phrase in 3 sentences x en-us/en-gb scores +15...+134 and 238
+        # keyword-free sentences at most +6, except "this conversation is recorded": +53 on
+        # "for this conversation is written in your welcome letter" (true ones +58 and up)
         "this call is recorded": 10,
         "this call is being recorded": 10,
         "this call may be recorded": 10,
-        "this call will be recorded": 10,
-        "calls are recorded": 10,
+        "this call will be recorded": 28,
+        "calls are recorded": 23,
+        "this call may be monitored or recorded": 10,
+        "this call may be monitored and recorded": 10,
+        "this call is being monitored and recorded": 10,
+        "your call may be recorded": 16,
+        "your call is being recorded": 14,
+        "calls may be recorded": 10,
+        "you are on a recorded line": 16,
+        "you're on a recorded line": 22,
+        "this is a recorded line": 26,
+        "this conversation is being recorded": 10,
+        "this conversation is recorded": 57,
     },
     16000: {
         "you are an idiot": 52,
@@ -372,6 +393,7 @@ class SpotterParams:
     overlap_s: float = 3.0  # ... re-decoding this much, so a phrase across the cut is found
     dedupe: bool = True  # False: every detection, again as its score improves (tuning only)
     hf_fill_dbfs: float | None = None  # 8 kHz: white noise at this level in the empty 4-8 kHz band
+    mllr: str | None = None  # None: MLLR_FILES for the rate, if shipped; "": none; or a path
     extra: dict[str, object] = field(default_factory=dict)  # more pocketsphinx options
 
 
@@ -389,7 +411,7 @@ class KeywordSpotter:
         lexicon = Lexicon.default()
         self._variants = {v: k for k in keyphrases
                           for v in lexicon.variants(k.text, self.params.max_variants)}
-        self._decoder = _build_decoder(self._variants, self.params)
+        self._decoder = _build_decoder(self._variants, self.params, self._mllr(sample_rate))
         self._decoder.set_cmn(self.params.seed_cmn or SEED_CMN[sample_rate])
         self._logmath = self._decoder.get_logmath()
         self._upsampler = Upsampler2x() if sample_rate == 8000 else None
@@ -438,6 +460,16 @@ class KeywordSpotter:
         return self._decoder.get_cmn()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _mllr(self, sample_rate: int) -> Path | None:
+        if self.params.mllr is not None:
+            return Path(self.params.mllr) if self.params.mllr else None
+        path = MLLR_FILES.get(sample_rate)
+        if path is not None and not path.is_file():
+            _note_once(f"{path} is missing: {sample_rate} Hz audio is spotted with the "
+                       "unadapted model, with less recall (bench/kws_adapt.py writes it)")
+            return None
+        return path
 
     def _start_utterance(self, offset: int) -> None:
         self._origin = self._next = offset
@@ -515,7 +547,8 @@ class KeywordSpotter:
         return self._logmath.log_to_log10((raw + _KWS_MAX) << _SENSCR_SHIFT)
 
 
-def _build_decoder(variants: dict[str, Keyphrase], params: SpotterParams):
+def _build_decoder(variants: dict[str, Keyphrase], params: SpotterParams,
+                   mllr: Path | None = None):
     """A kws decoder with a dictionary of just the words used (16 ms and ~6 MB, not 0.2 s and
     ~30 MB with the full dictionary). Its thresholds are 10x lenient: the exact per-phrase
     threshold is applied in `_collect`, to the detection's best score."""
@@ -530,7 +563,8 @@ def _build_decoder(variants: dict[str, Keyphrase], params: SpotterParams):
         decoder = Decoder(
             hmm=get_model_path("en-us/en-us"), dict=str(dict_path), kws=str(kws_path),
             kws_plp=params.plp, beam=params.beam, kws_delay=params.delay_frames,
-            cmn="live", loglevel="ERROR", **params.extra,
+            cmn="live", loglevel="ERROR", **({"mllr": str(mllr)} if mllr else {}),
+            **params.extra,
         )
     return decoder
 
