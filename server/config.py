@@ -61,7 +61,7 @@ class WallSettings:
 class KwsSettings:
     enabled: bool = True  # needs pocketsphinx; without it the hub logs that it is off
     workers: int = 0  # 0: one worker process per CPU core the hub may use
-    max_backlog_s: float = 30.0
+    max_backlog_s: float = 120.0
 
 
 @dataclass(frozen=True)
