@@ -5,9 +5,11 @@
 
 Both servers run in the same command, one after the other, on the same core: the real hub, then
 the raw baseline (`bench.baseline`: aiohttp + webrtcvad only). For each, the number of calls N
-is doubled from `--start` until a step fails, then the gap is bisected `--refine` times. Each
-step streams N calls of 100 ms chunks for a bounded time (see `bench.loadstep`), `--probes` of
-them probes, and passes when, over its measurement window:
+is doubled from `--start` until a step fails, then the gap between the last step that passed and
+the first that failed is bisected until it is `--granularity` (50) calls wide — the same for both
+servers, so the ratio is not an artefact of where the doubling happened to land (`--refine N`
+stops after N bisections). Each step streams N calls of 100 ms chunks for a bounded time (see
+`bench.loadstep`), `--probes` of them probes, and passes when, over its measurement window:
 
 * **throughput** ≥ 0.98: the server analysed ≥ 98 % of the audio offered (metric
   `floorwatch_audio_seconds_total`; one call offers 1 s of audio per second);
@@ -139,9 +141,11 @@ async def search(server: ServerProcess, tokens: list[tuple[str, str]], args: arg
             limited = f"--max-calls {args.max_calls}"
             break
         n = min(n * 2, args.max_calls)
-    for _ in range(args.refine):
+    refined = 0
+    while args.refine is None or refined < args.refine:
         if first_fail is None or first_fail - last_pass <= args.granularity:
             break
+        refined += 1
         mid = max(args.granularity,
                   round((last_pass + first_fail) / 2 / args.granularity) * args.granularity)
         if mid in (last_pass, first_fail):
@@ -152,6 +156,7 @@ async def search(server: ServerProcess, tokens: list[tuple[str, str]], args: arg
         else:
             first_fail, limited = mid, "; ".join(s["reasons"])
     return {"capacity": last_pass, "first_fail": first_fail, "limited_by": limited,
+            "resolution": None if first_fail is None else first_fail - last_pass,
             "steps": steps}
 
 
@@ -204,7 +209,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "params": {"rate": args.rate, "chunk_ms": 100, "probes": args.probes,
                    "hub_gc_freeze": args.gc_freeze,
                    "measure_s": args.measure, "settle_s": args.settle,
-                   "dead_air_s": args.dead_air, "overtalk_s": 1.0, "limit_ms": LIMIT_MS},
+                   "dead_air_s": args.dead_air, "overtalk_s": 1.0, "limit_ms": LIMIT_MS,
+                   "start": args.start, "refine": args.refine, "granularity": args.granularity},
         "servers": servers,
         "ratio_hub_to_baseline": ratio,
     }
@@ -230,9 +236,10 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {s.get('server_waiting', 0.0):.0%} | {_gc(s.get('gc'))} |")
     lines.append("")
     for kind, data in servers.items():
+        fail = data.get("first_fail")
         lines.append(f"- **{kind}**: {data['capacity']} calls in real time"
-                     + (f" (next step failed: {data['limited_by']})" if data["limited_by"]
-                        else ""))
+                     + (f" ({fail} failed: {data['limited_by']})" if fail is not None
+                        else f" ({data['limited_by']})" if data["limited_by"] else ""))
     if result.get("ratio_hub_to_baseline") is not None:
         lines.append(f"- **hub ÷ baseline = {result['ratio_hub_to_baseline']:.0%}**")
     return "\n".join(lines) + "\n"
@@ -259,7 +266,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated: hub,baseline (default both, hub first)")
     p.add_argument("--start", type=int, default=250, help="first N (default 250)")
     p.add_argument("--max-calls", type=int, default=6000)
-    p.add_argument("--refine", type=int, default=2, help="bisection steps after a failure")
+    p.add_argument("--refine", type=int, default=None,
+                   help="bisection steps after a failure (default: until the gap between the "
+                        "last pass and the first failure is --granularity calls)")
     p.add_argument("--granularity", type=int, default=50)
     p.add_argument("--retries", type=int, default=1,
                    help="times a step that failed on a noisy machine is run again (default 1)")
