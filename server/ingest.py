@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_ws
 
 from server.agent_live import AgentLive
 from server.hub import HUB, Hub
@@ -33,10 +35,81 @@ from server.wire import dumps, iso
 log = logging.getLogger("floorwatch.ingest")
 
 
+_BaseQueue: Any = getattr(web_ws, "WebSocketDataQueue", None)
+
+
+if _BaseQueue is not None:
+    class _AudioQueue(_BaseQueue):  # type: ignore[misc, valid-type]
+        """aiohttp's queue of received messages, which can also take an audio frame at once.
+
+        aiohttp's frame parser puts every message it completes here, and the handler awaits
+        them one by one: for a call's 100 ms chunk that is a future, a wake-up of the handler's
+        task and a trip through `receive()` — more CPU than the chunk's own parsing. While
+        `audio` is set, a binary message that finds nothing queued before it is handed to
+        `audio` right here, inside the parser's `data_received`, in arrival order: the socket
+        is read no faster than its audio is analysed (backpressure as before), and a reliable
+        message is still acknowledged only after every frame before it has been analysed.
+        Anything else, or audio behind a queued message, waits in the queue as before. If
+        `audio` raises, the frame is queued with the error in `failed` (the handler raises it
+        when it reaches the frame), and frames stop being taken until the handler resets it.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.audio: Callable[[bytes], None] | None = None
+            self.failed: Exception | None = None
+
+        def feed_data(self, data: Any, size: int) -> None:
+            audio = self.audio
+            if audio is not None and data.type is WSMsgType.BINARY and not self._buffer:
+                try:
+                    audio(data.data)
+                    return
+                except Exception as exc:  # raised by the handler, in its task, in order
+                    self.audio = None
+                    self.failed = exc
+            super().feed_data(data, size)
+else:  # pragma: no cover - an aiohttp without this queue: every message through receive()
+    _AudioQueue = None
+
+
 class IngestSocket(web.WebSocketResponse):
-    """aiohttp closes an oversize message with 1009 and no reason; give the client one."""
+    """The agent socket: aiohttp's, with a reason on 1009 and audio taken as it is parsed."""
+
+    def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
+        # aiohttp builds the message queue here; have it build ours (same constructor)
+        if _AudioQueue is None:
+            return super()._post_start(request, protocol, writer)
+        web_ws.WebSocketDataQueue = _AudioQueue
+        try:
+            super()._post_start(request, protocol, writer)
+        finally:
+            web_ws.WebSocketDataQueue = _BaseQueue
+
+    if _AudioQueue is not None and hasattr(web.WebSocketResponse, "_flush_heartbeat_reset"):
+        def _on_data_received(self) -> None:
+            # Called for every read from the socket. aiohttp's schedules a callback that
+            # re-arms the heartbeat timer (~2.5 µs a chunk); moving its deadline is enough, as
+            # the timer re-arms itself for a later deadline when it fires. A ping is answered
+            # (or the socket is closing) when no timer is armed: then aiohttp's own way.
+            if self._heartbeat_cb is not None:
+                self._heartbeat_when = self._loop.time() + self._heartbeat  # type: ignore[union-attr, operator]
+            else:
+                super()._on_data_received()
+
+    def take_audio(self, audio: Callable[[bytes], None] | None) -> Any:
+        """Hand binary messages to `audio` as they are parsed (None: stop); returns the
+        queue (its `failed` holds an error `audio` raised), or None when aiohttp's queue is
+        not ours (then every message comes through `receive()`)."""
+        queue = self._reader
+        if _AudioQueue is None or not isinstance(queue, _AudioQueue):
+            return None
+        queue.audio = audio if not self.closed else None
+        return queue
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        self.take_audio(None)  # whatever arrives now is read (and dropped) by close()
+        # aiohttp closes an oversize message with 1009 and no reason; give the client one
         if code == CLOSE_TOO_BIG and not message:
             message = f"message too big: the limit is {self._max_msg_size} bytes".encode()
         return await super().close(code=code, message=message, drain=drain)
@@ -115,20 +188,48 @@ async def _receive_hello(ws: web.WebSocketResponse, timeout: float):
     raise ProtocolError(CLOSE_INVALID, "connection closed before hello")
 
 
-async def _serve(hub: Hub, ws: web.WebSocketResponse, live: AgentLive, session: str) -> None:
-    metrics = hub.metrics
+def _audio_handler(hub: Hub, live: AgentLive) -> Callable[[bytes], None]:
+    """What the hub does with one binary message of an agent: the audio to the call's analysis
+    and its listeners. Synchronous: called by the socket's queue as the frame is parsed, or
+    by `_serve` for a frame that had to wait in the queue."""
+    metrics, monitoring, agent_id = hub.metrics, hub.monitoring, live.agent_id
+    on_audio, clock, perf_counter = live.on_audio, time.time, time.perf_counter
     max_samples = 16000  # one second at the highest rate we accept
+
+    def audio(data: bytes) -> None:
+        chunk = parse_audio(data, max_samples)
+        started = perf_counter()
+        metrics.frames += on_audio(chunk, clock())
+        metrics.analysis_s += perf_counter() - started
+        monitoring.feed(agent_id, chunk)
+        metrics.chunks += 1
+        metrics.audio_s += len(chunk.pcm) / live.call.info.sample_rate  # type: ignore[union-attr]
+
+    return audio
+
+
+async def _serve(hub: Hub, ws: IngestSocket, live: AgentLive, session: str) -> None:
+    audio = _audio_handler(hub, live)
+    queue = ws.take_audio(audio)
+    try:
+        await _receive_loop(hub, ws, live, session, audio, queue)
+    finally:
+        ws.take_audio(None)
+
+
+async def _receive_loop(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
+                        audio: Callable[[bytes], None], queue: Any) -> None:
+    metrics = hub.metrics
     async for msg in ws:
-        now = time.time()
         if msg.type is WSMsgType.BINARY:
-            chunk = parse_audio(msg.data, max_samples)
-            started = time.perf_counter()
-            metrics.frames += live.on_audio(chunk, now)
-            metrics.analysis_s += time.perf_counter() - started
-            hub.monitoring.feed(live.agent_id, chunk)
-            metrics.chunks += 1
-            metrics.audio_s += len(chunk.pcm) / live.call.info.sample_rate
-        elif msg.type is WSMsgType.TEXT:
+            failed = None if queue is None else queue.failed
+            if failed is not None:  # this frame, taken as it was parsed, raised
+                queue.failed = None
+                raise failed
+            audio(msg.data)  # a frame that waited behind another message
+            continue
+        now = time.time()
+        if msg.type is WSMsgType.TEXT:
             message = parse_message(msg.data)
             metrics.messages += 1
             if isinstance(message, Status):

@@ -201,26 +201,41 @@ def _transcript(msg: dict) -> Transcript:
 _PARSERS = {"status": _status, "transcript": _transcript}
 
 
+_HEADER_SIZE = AUDIO_HEADER.size
+_UNPACK_HEADER = AUDIO_HEADER.unpack_from
+_PCM = np.dtype("<i2")
+
+
 def parse_audio(data: bytes, max_samples: int) -> AudioChunk:
-    if len(data) < AUDIO_HEADER.size:
-        raise ProtocolError(CLOSE_INVALID, f"audio frame shorter than its {AUDIO_HEADER.size}-byte"
-                                           " header")
-    version, channels, _reserved, chunk, offset = AUDIO_HEADER.unpack_from(data)
+    """An audio frame (§1.3) → its chunk number, offset and a read-only (n, 2) int16 view of
+    its samples (no copy)."""
+    payload = len(data) - _HEADER_SIZE
+    if payload <= 0 or payload & 3 or payload > max_samples * 4:
+        raise _bad_audio(data, max_samples)
+    version, channels, _reserved, chunk, offset = _UNPACK_HEADER(data)
+    if version != 1 or channels != 2:
+        raise _bad_audio(data, max_samples)
+    return AudioChunk(chunk, offset, np.frombuffer(data, _PCM, -1, _HEADER_SIZE).reshape(-1, 2))
+
+
+def _bad_audio(data: bytes, max_samples: int) -> ProtocolError:
+    """What is wrong with a frame `parse_audio` refused, checked in the order of §1.3."""
+    if len(data) < _HEADER_SIZE:
+        return ProtocolError(CLOSE_INVALID, f"audio frame shorter than its {_HEADER_SIZE}-byte"
+                                            " header")
+    version, channels, *_ = _UNPACK_HEADER(data)
     if version != 1:
-        raise ProtocolError(CLOSE_INVALID, f"audio frame version {version}, expected 1")
+        return ProtocolError(CLOSE_INVALID, f"audio frame version {version}, expected 1")
     if channels != 2:
-        raise ProtocolError(CLOSE_INVALID, f"audio frame has {channels} channels, expected 2")
-    payload = memoryview(data)[AUDIO_HEADER.size :]
-    if len(payload) % 4:
-        raise ProtocolError(CLOSE_INVALID, "audio payload not a multiple of 4 bytes "
-                                           "(16-bit stereo samples)")
-    samples = len(payload) // 4
+        return ProtocolError(CLOSE_INVALID, f"audio frame has {channels} channels, expected 2")
+    payload = len(data) - _HEADER_SIZE
+    if payload % 4:
+        return ProtocolError(CLOSE_INVALID, "audio payload not a multiple of 4 bytes "
+                                            "(16-bit stereo samples)")
+    samples = payload // 4
     if samples == 0:
-        raise ProtocolError(CLOSE_INVALID, "empty audio frame")
-    if samples > max_samples:
-        raise ProtocolError(CLOSE_INVALID, f"audio frame of {samples} samples is longer than 1 s")
-    pcm = np.frombuffer(payload, dtype="<i2").reshape(samples, 2)
-    return AudioChunk(chunk, offset, pcm)
+        return ProtocolError(CLOSE_INVALID, "empty audio frame")
+    return ProtocolError(CLOSE_INVALID, f"audio frame of {samples} samples is longer than 1 s")
 
 
 def encode_audio(chunk: int, offset: int, pcm: np.ndarray) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 from server.analysis.detectors import DeadAirDetector, OvertalkDetector, TalkStats
 from server.analysis.params import AnalysisParams
 from server.analysis.speech_gate import SpeechGate
-from server.analysis.vad import FrameScorer, WebRtcScorer
+from server.analysis.vad import FrameScorer, WebRtcScorer, pair_scorer
 from server.events import AnalysisEvent, AudioGap, Speaker, SpeechEnded, SpeechStarted
 
 ScorerFactory = Callable[[int, AnalysisParams], FrameScorer]
@@ -67,6 +67,7 @@ class CallAnalyzer:
         self.sample_rate = sample_rate
         self.params = params
         self._scorers = (scorer_factory(sample_rate, params), scorer_factory(sample_rate, params))
+        self._score_pair = pair_scorer(self._scorers)  # both channels in one call, when it can
         self._frame = self._scorers[0].frame_samples
         self._frame_s = self._frame / sample_rate
         self.gates = (
@@ -102,25 +103,35 @@ class CallAnalyzer:
         if self.finished:
             return []
         out: list[AnalysisEvent] = []
-        if offset > self._received:
+        received = self._received
+        if offset > received:
             out += self._gap(offset)
-        elif offset < self._received:
-            pcm = pcm[self._received - offset :]
-        if not len(pcm):
+        elif offset < received:
+            pcm = pcm[received - offset :]
+        n = len(pcm)
+        if not n:
             return out
-        self._received += len(pcm)
-        if len(self._carry):
-            pcm = np.concatenate((self._carry, pcm))
-        whole = len(pcm) - len(pcm) % self._frame
-        if whole < len(pcm):
-            self._carry = pcm[whole:].copy()
-        elif len(self._carry):
-            self._carry = self._carry[:0]
-        if whole:
-            out += self._analyse(pcm[:whole])
-        now = self._analysed_s
-        out += self.dead_air.advance(now)
-        out += self._note(self.overtalk.advance(now))
+        self._received += n
+        carry = self._carry
+        if len(carry):
+            pcm = np.concatenate((carry, pcm))
+            n = len(pcm)
+        rest = n % self._frame
+        if rest:
+            self._carry = pcm[n - rest :].copy()
+            pcm = pcm[: n - rest]
+        elif len(carry):
+            self._carry = carry[:0]
+        if n > rest:
+            out += self._analyse(pcm)
+        now = (self._origin + self._frames_done * self._frame) / self.sample_rate
+        # the detectors' advance() does nothing unless a silence or an overlap is under way
+        # and not yet alerted: skip the calls in the usual case
+        dead_air, overtalk = self.dead_air, self.overtalk
+        if dead_air.silence_start is not None and not (dead_air.raised or dead_air.suspended):
+            out += dead_air.advance(now)
+        if overtalk.start is not None and not overtalk.raised:
+            out += self._note(overtalk.advance(now))
         self.stats.advance()
         if out:
             self._changes += 1
@@ -168,6 +179,7 @@ class CallAnalyzer:
 
     def snapshot(self) -> TalkSnapshot:
         agent, customer = self.gates
+        interruptions = self.stats.interruptions
         return TalkSnapshot(
             position_s=self.position_s,
             agent_speaking=agent.speaking,
@@ -175,7 +187,8 @@ class CallAnalyzer:
             talk_ratio=self.stats.talk_ratio(),
             dead_air_since_s=self.dead_air.current_start(),
             overtalk_count=self.overtalk.count,
-            interruptions={s.value: n for s, n in self.stats.interruptions.items()},
+            interruptions={"agent": interruptions[Speaker.AGENT],
+                           "customer": interruptions[Speaker.CUSTOMER]},
             longest_monologue_s=self.stats.longest_monologue_s,
             gap_s=self.gap_s,
         )
@@ -188,18 +201,26 @@ class CallAnalyzer:
 
     def _analyse(self, pcm: np.ndarray) -> list[AnalysisEvent]:
         channels = pcm.T.copy()  # both channels contiguous, in one copy
-        agent_scores = self._scorers[0].score(channels[0])
-        customer_scores = self._scorers[1].score(channels[1])
+        if self._score_pair is not None:
+            agent_scores, customer_scores = self._score_pair(channels)
+        else:
+            agent_scores = self._scorers[0].score(channels[0])
+            customer_scores = self._scorers[1].score(channels[1])
         agent_gate, customer_gate = self.gates
         frame, rate = self._frame, self.sample_rate
         base = self._origin + self._frames_done * frame
         n = len(agent_scores)
         self._frames_done += n
         self.frames_total += n
+        # levels only of the voiced frames a gate asks about; a channel with no voiced frame is
+        # never asked (so None, "every frame loud", is the same there and costs nothing)
         agent_loud = customer_loud = None
-        if self._loud_floor is not None:  # levels only of the voiced frames a gate asks about
-            agent_loud = _Loudness(channels[0], frame, self._loud_floor)
-            customer_loud = _Loudness(channels[1], frame, self._loud_floor)
+        floor = self._loud_floor
+        if floor is not None:
+            if True in agent_scores:
+                agent_loud = _Loudness(channels[0], frame, floor)
+            if True in customer_scores:
+                customer_loud = _Loudness(channels[1], frame, floor)
         # Most chunks move no edge: each gate takes its run whole. Only when both can is that
         # the same as frame by frame (a detector reads both gates at each edge).
         t_last = (base + (n - 1) * frame) / rate
@@ -261,13 +282,19 @@ def _rounded(value: float | None, digits: int) -> float | None:
 
 
 class _Loudness:
-    """Whether frame `k` of one channel's chunk is over the silence floor (its sum of squares)."""
+    """Whether frame `k` of one channel's chunk is over the silence floor (its sum of squares;
+    exact in float64: a frame's squares and their sums are integers under 2**53). The channel
+    is converted to float64 once, when a frame of it is first asked about."""
 
-    __slots__ = ("_floor", "_frame", "_mono")
+    __slots__ = ("_floor", "_frame", "_mono", "_samples")
 
     def __init__(self, mono: np.ndarray, frame: int, floor: float) -> None:
         self._mono, self._frame, self._floor = mono, frame, floor
+        self._samples: np.ndarray | None = None
 
     def __call__(self, k: int) -> bool:
-        samples = self._mono[k * self._frame : (k + 1) * self._frame]
-        return float(np.dot(samples, samples.astype(np.float64))) >= self._floor
+        samples = self._samples
+        if samples is None:
+            samples = self._samples = self._mono.astype(np.float64)
+        frame = samples[k * self._frame : (k + 1) * self._frame]
+        return float(np.dot(frame, frame)) >= self._floor

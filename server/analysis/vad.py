@@ -6,6 +6,7 @@ model (an energy detector, a neural VAD) means writing another class with the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import _webrtcvad
@@ -54,3 +55,32 @@ class WebRtcScorer:
         loud = (np.einsum("ij,ij->i", frames, frames) >= self._floor).tolist()
         return [loud[k] and process(handle, rate, data[k * step : (k + 1) * step], n)
                 for k in range(len(loud))]
+
+
+PairScorer = Callable[[np.ndarray], tuple[list[bool], list[bool]]]
+
+
+def pair_scorer(scorers: Sequence[FrameScorer]) -> PairScorer | None:
+    """Both channels of a chunk scored in one call: `score(channels)` takes the two channels
+    as the rows of one C-contiguous int16 array and returns each row's decisions, the same as
+    `scorers[0].score(channels[0]), scorers[1].score(channels[1])`. Only for two webrtcvad
+    scorers without a silence floor (None otherwise): each channel keeps its own webrtcvad
+    state, and the frames are slices of the one buffer."""
+    first, second = scorers
+    if not (type(first) is type(second) is WebRtcScorer
+            and first._floor is None and second._floor is None  # type: ignore[attr-defined]
+            and first._rate == second._rate  # type: ignore[attr-defined]
+            and first.frame_samples == second.frame_samples):
+        return None
+    process, rate = _webrtcvad.process, first._rate  # type: ignore[attr-defined]
+    a, b = first._handle, second._handle  # type: ignore[attr-defined]
+    n = first.frame_samples
+    step = 2 * n
+
+    def score(channels: np.ndarray) -> tuple[list[bool], list[bool]]:
+        data = memoryview(channels).cast("B")
+        half = len(data) >> 1
+        return ([process(a, rate, data[i : i + step], n) for i in range(0, half, step)],
+                [process(b, rate, data[i : i + step], n) for i in range(half, half << 1, step)])
+
+    return score
