@@ -272,6 +272,11 @@ def adapt(work: Path, out: Path, passes: int = 1, voices: tuple[str, ...] = VOIC
     """Write the transform to `out`; `sentences`/`real` cut the corpus down (tests only)."""
     from pocketsphinx import get_model_path
 
+    missing = [t for t in ("bw", "mllr_solve") if not (SPHINXTRAIN / t).is_file()]
+    missing += [t for t in ("sphinx_fe", "pocketsphinx_mdef_convert") if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: apt-get install sphinxtrain "
+                         "sphinxbase-utils pocketsphinx")
     check_disjoint()
     model = prepare_model(Path(get_model_path("en-us/en-us")), work)
     raw, mfc = work / "raw", work / "mfc"
