@@ -22,6 +22,12 @@ is how many calls one core could analyse if nothing else ran.
 `agent_client/` and `web/`) is unpacked to a temporary directory and measured with this
 benchmark's code, in a fresh process, the trees taking turns for `--rounds` rounds; the table
 gives each stage's median per tree and the ratio to the first. `.` is the working tree.
+
+`--trees A,B --interleave` is steadier on a shared machine: both versions are loaded into one
+process (each with its own modules, floor and agents) and fed the same calls in alternating
+blocks of 10 chunks per call, the order swapped every block; the table gives each version's
+median µs per chunk of the whole hub path (parse + `on_audio` + `Floor.flush`) and the median
+of the per-block ratios B ÷ A with its quartiles, so a slow moment of the machine weighs on both.
 """
 
 from __future__ import annotations
@@ -146,6 +152,104 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hub_path(root: Path, rate: int, calls: int) -> tuple[list[Any], Callable, Any, Any]:
+    """The hub's objects from the code at `root`, imported under their own module objects
+    (`server.*` is unloaded before and after, so two versions live side by side)."""
+    import importlib
+
+    def unload() -> None:
+        for name in [m for m in sys.modules if m == "server" or m.startswith("server.")]:
+            del sys.modules[name]
+
+    unload()
+    sys.path.insert(0, str(root))
+    try:
+        mods = {n: importlib.import_module(f"server.{n}") for n in (
+            "agent_live", "bus", "config", "floor", "ingest_protocol", "store", "walls", "wire")}
+        assert Path(mods["agent_live"].__file__ or "").is_relative_to(root)
+    finally:
+        sys.path.remove(str(root))
+        unload()
+    settings = mods["config"].load_settings(None, {}, analysis={"dead_air_s": 2.0})
+    tmp = tempfile.mkdtemp(prefix="fw-micro-")
+    store = mods["store"].Store(Path(tmp) / "floorwatch.db")
+    bus = mods["bus"].LocalBus()
+    floor = mods["floor"].Floor(store, mods["walls"].WallHub(256))
+    bus.subscribe(floor.on_event)
+    agents = []
+    for c in range(calls):
+        live = mods["agent_live"].AgentLive(f"a-{c:05d}", f"A{c}", "default",
+                                            settings.default_team, bus)
+        live.on_status(mods["ingest_protocol"].parse_message(json.dumps({
+            "type": "status", "seq": 1, "at": mods["wire"].iso(time.time()), "state": "on_call",
+            "call": {"id": f"c-{c}", "direction": "inbound", "customer": "",
+                     "sample_rate": rate}})), time.time())
+        agents.append(live)
+    return agents, mods["ingest_protocol"].parse_audio, floor, store
+
+
+def _block(version: tuple[list[Any], Callable, Any, Any], position: list[int], which: int,
+           chunks: int, loop: Any, now: float) -> float:
+    """µs of CPU per chunk for the next `chunks` chunks of every call of one version."""
+    agents, parse, floor, _ = version
+    first = position[which]
+    started = time.process_time()
+    for i in range(first, first + chunks):
+        for c, live in enumerate(agents):
+            live.on_audio(parse(loop.frame(i, (c * 37) % len(loop)), 16000), now)
+        if i % 5 in (2, 4):  # a flush every 250 ms of audio
+            floor.flush()
+    position[which] = first + chunks
+    return (time.process_time() - started) / (chunks * len(agents)) * 1e6
+
+
+def interleaved(trees: list[str], rates: list[int], calls: int, blocks: int) -> dict[str, Any]:
+    """Two versions of the hub path in one process, alternating blocks (see the module doc)."""
+    if len(trees) != 2:
+        raise SystemExit("--interleave compares exactly two trees")
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = [unpack_tree(ref, Path(tmp) / f"tree{i}") for i, ref in enumerate(trees)]
+        for rate in rates:
+            loop = load_loop(rate, 0.1)
+            versions = [_hub_path(root, rate, calls) for root in roots]
+            position = [0, 0]
+            now = time.time()
+
+            def block(which: int, chunks: int = 10) -> float:
+                return _block(versions[which], position, which, chunks, loop, now)  # noqa: B023
+
+            for which in (0, 1, 0, 1):
+                block(which, 20)  # warm-up: both past the start of their calls
+            us: list[list[float]] = [[], []]
+            ratios = []
+            for k in range(blocks):
+                got = {w: block(w) for w in ((0, 1) if k % 2 == 0 else (1, 0))}
+                us[0].append(got[0])
+                us[1].append(got[1])
+                ratios.append(got[1] / got[0])
+            for _, _, _, store in versions:
+                store.close()
+            q = statistics.quantiles(ratios, n=4)
+            out[str(rate)] = {"us_per_chunk": [round(statistics.median(u), 1) for u in us],
+                              "ratio_median": round(statistics.median(ratios), 3),
+                              "ratio_quartiles": [round(q[0], 3), round(q[2], 3)]}
+    return {"trees": trees, "calls": calls, "blocks": blocks, "rates": out}
+
+
+def interleaved_markdown(result: dict[str, Any]) -> str:
+    a, b = result["trees"]
+    lines = [f"#### Hub path in-process, `{a}` and `{b}` alternating in one process "
+             f"({result['calls']} calls, {result['blocks']} block pairs)", "",
+             f"| rate | `{a}` µs per chunk | `{b}` µs per chunk | `{b}` ÷ `{a}` (median of the "
+             "block pairs) | quartiles |", "|---:|---:|---:|---:|---|"]
+    for rate, r in result["rates"].items():
+        lines.append(f"| {int(rate) // 1000} kHz | {r['us_per_chunk'][0]} | "
+                     f"{r['us_per_chunk'][1]} | {r['ratio_median']:.3f} | "
+                     f"{r['ratio_quartiles'][0]:.3f}–{r['ratio_quartiles'][1]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def compare(trees: list[str], rates: list[int], calls: int, seconds: int,
             rounds: int) -> dict[str, Any]:
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -200,7 +304,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trees", type=lambda s: [x for x in s.split(",") if x], default=None,
                    help="git refs to compare in one run ('.' = the working tree)")
     p.add_argument("--rounds", type=int, default=3, help="with --trees: turns per tree")
+    p.add_argument("--interleave", action="store_true",
+                   help="with two --trees: both in one process, alternating blocks of chunks")
+    p.add_argument("--blocks", type=int, default=60, help="with --interleave: block pairs")
     args = p.parse_args(argv)
+    if args.trees and args.interleave:
+        result = {"benchmark": "micro-interleaved", "command": command_line("bench.micro", argv),
+                  "machine": machine(),
+                  **interleaved(args.trees, args.rates, min(args.calls, 100), args.blocks)}
+        path = save_result("micro-interleaved", result, args.results)
+        text = interleaved_markdown(result)
+        path.with_suffix(".md").write_text(text)
+        print(text)
+        return result
     if args.trees:
         result = {"benchmark": "micro-compare", "command": command_line("bench.micro", argv),
                   "machine": machine(),
