@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import WSMsgType, web, web_ws
 
 from server.agent_live import AgentLive
+from server.clock import ClientClock, describe_offset
 from server.hub import HUB, Hub
 from server.ingest_protocol import (
     CLOSE_BAD_TOKEN,
@@ -129,6 +131,7 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
     agent_id = "?"
     try:
         hello = await _receive_hello(ws, settings.hello_timeout_s)
+        clock = ClientClock.learn(hello.client_time, time.time())
         agent_id = hello.agent_id
         account = hub.store.agent_for_token(hello.agent_id, hello.token)
         if account is None and await hub.bus.fetch_row("agents", hello.agent_id):
@@ -154,8 +157,11 @@ async def ingest_handler(request: web.Request) -> web.WebSocketResponse:
         }))
         log.info("agent %s connected from %s (%s, session %s, resumes after seq %d)",
                  agent_id, peer, hello.client, hello.session[:8], last_seq)
+        if clock.skewed:
+            log.warning("agent %s: the desktop's clock is %s the hub's; its status times are "
+                        "corrected by that", agent_id, describe_offset(clock.offset_s))
         try:
-            await _serve(hub, ws, live, hello.session)
+            await _serve(hub, ws, live, hello.session, clock)
         except ConnectionError as exc:  # the agent went away while we answered it
             log.info("agent %s: connection lost (%s)", agent_id, exc)
         finally:
@@ -208,17 +214,18 @@ def _audio_handler(hub: Hub, live: AgentLive) -> Callable[[bytes], None]:
     return audio
 
 
-async def _serve(hub: Hub, ws: IngestSocket, live: AgentLive, session: str) -> None:
+async def _serve(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
+                 clock: ClientClock) -> None:
     audio = _audio_handler(hub, live)
     queue = ws.take_audio(audio)
     try:
-        await _receive_loop(hub, ws, live, session, audio, queue)
+        await _receive_loop(hub, ws, live, session, clock, audio, queue)
     finally:
         ws.take_audio(None)
 
 
 async def _receive_loop(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
-                        audio: Callable[[bytes], None], queue: Any) -> None:
+                        clock: ClientClock, audio: Callable[[bytes], None], queue: Any) -> None:
     metrics = hub.metrics
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
@@ -233,6 +240,9 @@ async def _receive_loop(hub: Hub, ws: IngestSocket, live: AgentLive, session: st
             message = parse_message(msg.data)
             metrics.messages += 1
             if isinstance(message, Status):
+                at = clock.to_hub(message.at, now)  # the desktop's clock onto the hub's
+                if at != message.at:
+                    message = replace(message, at=at)
                 live.validate(message)
                 payload, state, at = message.payload(), message.state.value, message.at
             else:

@@ -49,6 +49,7 @@ class Hello:
     token: str
     session: str
     client: str
+    client_time: float | None = None  # what the desktop's clock read as it sent the hello
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ def parse_hello(text: str) -> Hello:
         token=_str(msg, "token", max_len=256) or "",
         session=_str(msg, "session", max_len=64) or "",
         client=_str(msg, "client", required=False) or "unknown",
+        client_time=None if msg.get("client_time") is None else _time(msg, "client_time"),
     )
 
 
@@ -148,12 +150,16 @@ def parse_message(text: str) -> Status | Transcript:
         raise
 
 
+def _time(msg: dict, name: str) -> float:
+    try:
+        return parse_iso(_str(msg, name, max_len=40) or "")
+    except ValueError as exc:
+        raise _bad(f"bad field {name!r}: {exc}") from None
+
+
 def _status(msg: dict) -> Status:
     seq = _seq(msg)
-    try:
-        at = parse_iso(_str(msg, "at", max_len=40) or "")
-    except ValueError as exc:
-        raise _bad(f"bad field 'at': {exc}") from None
+    at = _time(msg, "at")
     try:
         state = AgentState(msg.get("state"))
     except ValueError:
