@@ -144,6 +144,10 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "this call may be recorded": 10,
         "this call will be recorded": 10,
         "calls are recorded": 10,
+        # not in the table before: its default +26 let a near miss count as the notice
+        # (bench/kws_accuracy.py --mandatory: +62 on "for this conversation is written in
+        # your welcome letter"; true ones +86 and up)
+        "this conversation is recorded": 75,
     },
 }
 
