@@ -143,7 +143,10 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "this call is being recorded": 10,
         "this call may be recorded": 10,
         "this call will be recorded": 10,
-        "calls are recorded": 10,
+        # a near miss scored +14 ("I have recorded your complaint", 160 wpm) and would have
+        # counted as the notice, hiding a missing one; true ones +50...+75 (3 sentences x 140,
+        # 160, 185 wpm): the middle of the gap
+        "calls are recorded": 30,
         # not in the table before: its default +26 let a near miss count as the notice
         # (bench/kws_accuracy.py --mandatory: +62 on "for this conversation is written in
         # your welcome letter"; true ones +86 and up)
