@@ -257,6 +257,19 @@ def test_clean_call_has_no_spots(rate: int, calls_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("rate", RATES)
+def test_near_misses_of_the_recording_notice_do_not_count_as_said(rate: int,
+                                                                  calls_dir: Path) -> None:
+    """A false 'said' would hide a call that never gave the notice."""
+    need_spotter()
+    script = [Utterance("agent", 0.3, "I have recorded your complaint and someone will call "
+                        "you back.", "en-us", speed_wpm=160),
+              agent(5.0, "For this conversation, it is written in your welcome letter.")]
+    call = callgen.generate_call(script, rate, calls_dir)
+    notice = keyphrases_from_packs(["builtin:mandatory"], sample_rate=rate)
+    assert spot_wav(call, notice)[0] == []
+
+
+@pytest.mark.parametrize("rate", RATES)
 def test_warm_decoder_finds_a_phrase_in_the_first_two_seconds(rate: int,
                                                               calls_dir: Path) -> None:
     need_spotter()

@@ -110,8 +110,13 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "you are on a recorded line": 16,
         "you're on a recorded line": 22,
         "this is a recorded line": 26,
-        "this conversation is being recorded": 10,
-        "this conversation is recorded": 57,
+        # "this conversation is ..." in other sentences ("For this conversation, it is worth
+        # having your statement ready", 3 near misses x 140/160/185 wpm) scores up to +58 for
+        # "... being recorded" and +67 for "... recorded"; true ones +16...+133 and +112...+138
+        # (3 sentences x 3 speeds): above the near misses, at a cost in recall for "being
+        # recorded" (6 of 9) — a false "said" would hide a call without the notice
+        "this conversation is being recorded": 60,
+        "this conversation is recorded": 90,
     },
     16000: {
         "you are an idiot": 52,
@@ -137,8 +142,9 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         "they're scammers": 19,
         "their products are garbage": 57,
         "the other company is a scam": 60,
-        # builtin:mandatory (not-said rules: a false "said" only costs an alert, so lenient;
-        # 8 notice sentences x en-us/en-gb score >= +28, 60 keyword-free sentences <= -4)
+        # builtin:mandatory (not-said rules: a missed notice raises an alert a supervisor can
+        # check, a false "said" hides a call without it; 8 notice sentences x en-us/en-gb score
+        # >= +28, 60 keyword-free sentences <= -4)
         "this call is recorded": 10,
         "this call is being recorded": 10,
         "this call may be recorded": 10,
@@ -147,10 +153,11 @@ TUNED_THRESHOLDS: dict[int, dict[str, float]] = {
         # counted as the notice, hiding a missing one; true ones +50...+75 (3 sentences x 140,
         # 160, 185 wpm): the middle of the gap
         "calls are recorded": 30,
-        # not in the table before: its default +26 let a near miss count as the notice
-        # (bench/kws_accuracy.py --mandatory: +62 on "for this conversation is written in
-        # your welcome letter"; true ones +86 and up)
-        "this conversation is recorded": 75,
+        # the default (+18, +26) let "this conversation is ..." in other sentences count as the
+        # notice (the near misses above, at 16 kHz: up to +39 and +76); true ones +48...+155
+        # and +132...+167
+        "this conversation is being recorded": 44,
+        "this conversation is recorded": 104,
     },
 }
 
