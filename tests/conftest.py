@@ -39,6 +39,21 @@ def need_tools(*tools: str) -> None:
     need(not missing, f"missing tools: {', '.join(missing)} (apt-get install {' '.join(missing)})")
 
 
+async def until_stable(fetch, *, quiet_s: float, timeout_s: float, poll_s: float = 0.25):
+    """Poll `await fetch()` until its result has not changed for `quiet_s`; return it (alerts
+    still arriving through a recognizer or the Redis stream settle this way)."""
+    loop = asyncio.get_running_loop()
+    last, since = None, loop.time()
+    async with asyncio.timeout(timeout_s):
+        while True:
+            now = await fetch()
+            if now != last:
+                last, since = now, loop.time()
+            elif loop.time() - since > quiet_s:
+                return now
+            await asyncio.sleep(poll_s)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

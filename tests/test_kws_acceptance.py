@@ -45,8 +45,9 @@ import aiohttp
 import callgen
 import pytest
 from callgen import GeneratedCall, Utterance
-from conftest import SUPERVISOR, free_port
+from conftest import SUPERVISOR, free_port, until_stable
 from test_kws import need_spotter
+from test_kws_e2e import keyword_alerts
 
 TOLERANCE_S = 1.0
 NOTICE_WITHIN_S = 12.0
@@ -167,7 +168,6 @@ async def stream(hub: Hub, agent: str, call: GeneratedCall, call_id: str, *,
 async def settled_alerts(hub: Hub, call_ids: list[str]) -> dict[str, list[dict]]:
     """Each call's alerts once the hub has closed every recognition stream, drained its
     workers, and the alerts have stopped changing."""
-    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(headers=hub.api_headers) as http:
         async with asyncio.timeout(60):
             while True:
@@ -176,24 +176,17 @@ async def settled_alerts(hub: Hub, call_ids: list[str]) -> dict[str, list[dict]]
                 if kws["streams"] == 0 and not any(kws["backlog_s"]):
                     break
                 await asyncio.sleep(0.2)
-        last, since = None, loop.time()
-        async with asyncio.timeout(60):
-            while True:
-                now = {}
-                for call_id in call_ids:
-                    async with http.get(f"{hub.url}/api/alerts",
-                                        params={"call_id": call_id, "limit": "500"}) as r:
-                        assert r.status == 200, await r.text()
-                        now[call_id] = (await r.json())["alerts"]
-                if now != last:
-                    last, since = now, loop.time()
-                elif loop.time() - since > 2.0:
-                    return now
-                await asyncio.sleep(0.25)
 
+        async def every_call() -> dict[str, list[dict]]:
+            now = {}
+            for call_id in call_ids:
+                async with http.get(f"{hub.url}/api/alerts",
+                                    params={"call_id": call_id, "limit": "500"}) as r:
+                    assert r.status == 200, await r.text()
+                    now[call_id] = (await r.json())["alerts"]
+            return now
 
-def keyword_alerts(alerts: list[dict]) -> list[dict]:
-    return sorted((a for a in alerts if a["kind"] == "keyword"), key=lambda a: a["offset_s"])
+        return await until_stable(every_call, quiet_s=2.0, timeout_s=60)
 
 
 class RawWall:

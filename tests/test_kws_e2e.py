@@ -22,7 +22,7 @@ import aiohttp
 import callgen
 import pytest
 from callgen import GeneratedCall, Utterance
-from conftest import REDIS_URL, RunningHub, need, start_hub
+from conftest import REDIS_URL, RunningHub, need, start_hub, until_stable
 from test_kws import CLEAN_CALL, HAVE_POCKETSPHINX, POLICY_LINES, need_spotter, phrase_onset
 
 TOLERANCE_S = 1.0
@@ -71,16 +71,7 @@ async def settled(hub: RunningHub, call_id: str) -> list[dict]:
     await hub.hub.bus.sync()
     # on the Redis bus alerts reach the store through the shared stream: wait until the
     # call's alerts have not changed for a while
-    alerts, stable_since = None, 0.0
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(30):
-        while True:
-            now = await hub.alerts(call_id=call_id)
-            if now != alerts:
-                alerts, stable_since = now, loop.time()
-            elif loop.time() - stable_since > 1.5:
-                return alerts
-            await asyncio.sleep(0.25)
+    return await until_stable(lambda: hub.alerts(call_id=call_id), quiet_s=1.5, timeout_s=30)
 
 
 def keyword_alerts(alerts: list[dict]) -> list[dict]:
