@@ -160,6 +160,27 @@ async def search(server: ServerProcess, tokens: list[tuple[str, str]], args: arg
             "steps": steps}
 
 
+def _fresh_runner(make: Callable[[Path], ServerProcess],
+                  data: Path) -> Callable[..., Awaitable[StepRun]]:
+    """A step runner that starts a new server for every step, on a copy of the provisioned
+    data: a hub keeps every agent it has seen (tiles, timers, analysers), so after a step of
+    2,000 calls one process would carry their state into the next step of 1,000 — the baseline
+    keeps nothing. A fresh process per step measures every N alike."""
+
+    async def runner(_server: ServerProcess, tokens: list[tuple[str, str]], cfg: StepConfig,
+                     workdir: Path, cookie: str | None = None) -> StepRun:
+        shutil.copytree(data, workdir / "data")
+        server = make(workdir)
+        await server.start()
+        try:
+            cookie = await server.login() if server.kind == "hub" else None
+            return await run_step(server, tokens, cfg, workdir, cookie=cookie)
+        finally:
+            await server.stop()
+
+    return runner
+
+
 def _print_step(kind: str, s: dict[str, Any]) -> None:
     lag, ack, wall = s["loop_lag_ms"], s["ack_rtt_ms"], s["chunk_to_wall_ms"] or {}
     print(f"  {kind:8} N={s['calls']:5d} {'PASS' if s['passed'] else 'FAIL'} "
@@ -178,23 +199,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hub_start = args.start
     for kind in args.servers:
         tokens = provision(workdir / kind / "data", args.max_calls)
-        if kind == "hub":
-            server = hub_process(workdir / kind, settings={"analysis.dead_air_s": args.dead_air})
-            if args.gc_freeze:
-                server.env["FLOORWATCH_BENCH_GC_FREEZE_AFTER_S"] = "2"
+
+        def make(where: Path, kind: str = kind) -> ServerProcess:
+            if kind == "hub":
+                server = hub_process(where, settings={"analysis.dead_air_s": args.dead_air})
+                if args.gc_freeze:
+                    server.env["FLOORWATCH_BENCH_GC_FREEZE_AFTER_S"] = "2"
+                return server
+            return baseline_process(where)
+
+        start = hub_start
+        if kind == "baseline" and servers.get("hub", {}).get("capacity"):
+            start = max(args.start, servers["hub"]["capacity"])  # the baseline is faster
+        if args.same_process:
+            server = make(workdir / kind)
+            await server.start()
+            try:
+                cookie = await server.login() if kind == "hub" else None
+                print(f"{kind}: pid {server.pid}", flush=True)
+                servers[kind] = await search(server, list(tokens.items()), args,
+                                             workdir / kind, start, cookie)
+            finally:
+                await server.stop()
         else:
-            server = baseline_process(workdir / kind)
-        await server.start()
-        try:
-            cookie = await server.login() if kind == "hub" else None
-            print(f"{kind}: pid {server.pid}", flush=True)
-            start = hub_start
-            if kind == "baseline" and servers.get("hub", {}).get("capacity"):
-                start = max(args.start, servers["hub"]["capacity"])  # the baseline is faster
-            servers[kind] = await search(server, list(tokens.items()), args,
-                                         workdir / kind, start, cookie)
-        finally:
-            await server.stop()
+            servers[kind] = await search(make(workdir / kind), list(tokens.items()), args,
+                                         workdir / kind, start, None,
+                                         runner=_fresh_runner(make, workdir / kind / "data"))
     hub, base = servers.get("hub"), servers.get("baseline")
     ratio = None
     if hub and base and base["capacity"]:
@@ -210,7 +240,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "hub_gc_freeze": args.gc_freeze,
                    "measure_s": args.measure, "settle_s": args.settle,
                    "dead_air_s": args.dead_air, "overtalk_s": 1.0, "limit_ms": LIMIT_MS,
-                   "start": args.start, "refine": args.refine, "granularity": args.granularity},
+                   "start": args.start, "refine": args.refine, "granularity": args.granularity,
+                   "fresh_server_per_step": not args.same_process},
         "servers": servers,
         "ratio_hub_to_baseline": ratio,
     }
@@ -284,6 +315,9 @@ def parser() -> argparse.ArgumentParser:
                         "machine to calm down (default 10 s; 0 to not wait)")
     p.add_argument("--nice", type=int, default=-10,
                    help="niceness of the server and clients (default -10; 0 to not boost)")
+    p.add_argument("--same-process", action="store_true",
+                   help="run every step of a search in one server process (before this was the "
+                        "only way; by default each step gets a fresh server and data)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="experiment: gc.freeze() in the hub 2 s after start-up "
                         "(bench/gcprobe), to measure that proposal without editing the hub")
