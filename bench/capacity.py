@@ -201,12 +201,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tokens = provision(workdir / kind / "data", args.max_calls)
 
         def make(where: Path, kind: str = kind) -> ServerProcess:
-            if kind == "hub":
-                server = hub_process(where, settings={"analysis.dead_air_s": args.dead_air})
-                if args.gc_freeze:
-                    server.env["FLOORWATCH_BENCH_GC_FREEZE_AFTER_S"] = "2"
-                return server
-            return baseline_process(where)
+            if kind == "baseline":
+                return baseline_process(where)
+            settings: dict[str, Any] = {"analysis.dead_air_s": args.dead_air}
+            if kind == "hub-pygc":  # the hub with Python's default collector (issue 7 step 8)
+                settings["server.gc_young_threshold"] = 0
+            return hub_process(where, settings=settings)
 
         start = hub_start
         if kind == "baseline" and servers.get("hub", {}).get("capacity"):
@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             server = make(workdir / kind)
             await server.start()
             try:
-                cookie = await server.login() if kind == "hub" else None
+                cookie = await server.login() if kind != "baseline" else None
                 print(f"{kind}: pid {server.pid}", flush=True)
                 servers[kind] = await search(server, list(tokens.items()), args,
                                              workdir / kind, start, cookie)
@@ -225,10 +225,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             servers[kind] = await search(make(workdir / kind), list(tokens.items()), args,
                                          workdir / kind, start, None,
                                          runner=_fresh_runner(make, workdir / kind / "data"))
-    hub, base = servers.get("hub"), servers.get("baseline")
-    ratio = None
-    if hub and base and base["capacity"]:
-        ratio = round(hub["capacity"] / base["capacity"], 3)
+    base = servers.get("baseline")
+    ratios = {kind: round(data["capacity"] / base["capacity"], 3)
+              for kind, data in servers.items()
+              if kind != "baseline" and base and base["capacity"]}
     if not args.keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -237,20 +237,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "environment": environment,
         "params": {"rate": args.rate, "chunk_ms": 100, "probes": args.probes,
-                   "hub_gc_freeze": args.gc_freeze,
                    "measure_s": args.measure, "settle_s": args.settle,
                    "dead_air_s": args.dead_air, "overtalk_s": 1.0, "limit_ms": LIMIT_MS,
                    "start": args.start, "refine": args.refine, "granularity": args.granularity,
                    "fresh_server_per_step": not args.same_process},
         "servers": servers,
-        "ratio_hub_to_baseline": ratio,
+        "ratio_hub_to_baseline": ratios.get("hub"),
+        "ratios_to_baseline": ratios,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
     p, servers = result["params"], result["servers"]
-    experiment = " — experiment: gc.freeze() in the hub" if p.get("hub_gc_freeze") else ""
-    lines = [f"#### Capacity, {p['rate'] // 1000} kHz stereo, 100 ms chunks{experiment}",
+    lines = [f"#### Capacity, {p['rate'] // 1000} kHz stereo, 100 ms chunks",
              "",
              "| server | N calls | result | throughput | loop lag p50/p99 ms | ack RTT p50/p99 ms "
              "| chunk→wall p50/p99 ms | server CPU (cores) | µs CPU per chunk | clients / other "
@@ -271,15 +270,17 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- **{kind}**: {data['capacity']} calls in real time"
                      + (f" ({fail} failed: {data['limited_by']})" if fail is not None
                         else f" ({data['limited_by']})" if data["limited_by"] else ""))
-    if result.get("ratio_hub_to_baseline") is not None:
-        lines.append(f"- **hub ÷ baseline = {result['ratio_hub_to_baseline']:.0%}**")
+    for kind, ratio in (result.get("ratios_to_baseline")
+                        or {"hub": result.get("ratio_hub_to_baseline")}).items():
+        if ratio is not None:
+            lines.append(f"- **{kind} ÷ baseline = {ratio:.0%}**")
     return "\n".join(lines) + "\n"
 
 
 def _gc(gc: dict[str, Any] | None) -> str:
     if not gc:
         return "–"
-    longest = max(gc["gen2"]["max"] or 0.0, gc["gen1"]["max"] or 0.0)
+    longest = max(gc[g]["max"] or 0.0 for g in ("gen0", "gen1", "gen2") if g in gc)
     return f"{longest:.0f}, {gc['share_of_time']:.1%}"
 
 
@@ -294,7 +295,8 @@ def parser() -> argparse.ArgumentParser:
         "\n\n")[0])
     p.add_argument("--rate", type=int, choices=(8000, 16000), default=16000)
     p.add_argument("--servers", type=lambda s: s.split(","), default=["hub", "baseline"],
-                   help="comma-separated: hub,baseline (default both, hub first)")
+                   help="comma-separated: hub,baseline (default both, hub first); hub-pygc "
+                        "is the hub with Python's default garbage-collector settings")
     p.add_argument("--start", type=int, default=250, help="first N (default 250)")
     p.add_argument("--max-calls", type=int, default=6000)
     p.add_argument("--refine", type=int, default=None,
@@ -318,9 +320,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--same-process", action="store_true",
                    help="run every step of a search in one server process (before this was the "
                         "only way; by default each step gets a fresh server and data)")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="experiment: gc.freeze() in the hub 2 s after start-up "
-                        "(bench/gcprobe), to measure that proposal without editing the hub")
     p.add_argument("--results", type=Path, default=None, help="results directory")
     p.add_argument("--keep-work", action="store_true", help="keep per-step specs and logs")
     return p
@@ -330,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with restored_process_state():
         result = asyncio.run(run(args))
-    name = f"capacity-{args.rate}" + ("-gcfreeze" if args.gc_freeze else "")
+    name = f"capacity-{args.rate}"
     path = save_result(name, result, args.results)
     text = markdown(result)
     path.with_suffix(".md").write_text(text)

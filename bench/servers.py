@@ -89,21 +89,21 @@ class ServerProcess:
         if log is None or not log.exists():
             return None
         young_ms = 0.0
-        old: dict[int, list[float]] = {1: [], 2: []}
+        old: dict[int, list[float]] = {0: [], 1: [], 2: []}  # gen 0: those over 5 ms
         for line in log.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if not window[0] <= rec["t"] <= window[1]:
-                continue
+            if "gen" not in rec or not window[0] <= rec["t"] <= window[1]:
+                continue  # a census line (FLOORWATCH_BENCH_GC_CENSUS_AT_S) or outside
             if "count" in rec:
                 young_ms += rec["ms"]
             else:
                 old.setdefault(rec["gen"], []).append(rec["ms"])
         span = window[1] - window[0]
         total = young_ms + sum(sum(v) for v in old.values())
-        return {"gen2": pct(old.get(2, [])), "gen1": pct(old.get(1, [])),
+        return {"gen2": pct(old[2]), "gen1": pct(old[1]), "gen0": pct(old[0]),
                 "share_of_time": round(total / 1000 / span, 4) if span > 0 else None}
 
     @property

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
 from aiohttp import WSMsgType, web
 
+from server import gc_policy
 from server.auth import caller, origin_ok, user_json
 from server.events import AlertChanged
 from server.hub import HUB, Hub
@@ -198,6 +200,21 @@ async def metrics(request: web.Request) -> web.Response:
     metric("analysis_lag_max_seconds", "gauge", "Largest event-loop lag seen.",
            round(m.loop_lag_max_s, 6))
     metric("control_messages_total", "counter", "Status and transcript messages.", m.messages)
+    gc_pauses = gc_policy.PAUSES
+    lines.extend(["# HELP floorwatch_gc_collections_total Garbage collections, by generation.",
+                  "# TYPE floorwatch_gc_collections_total counter"]
+                 + [f'floorwatch_gc_collections_total{{generation="{g}"}} {n}'
+                    for g, n in enumerate(gc_pauses.collections)]
+                 + ["# HELP floorwatch_gc_pause_seconds_total Time the hub stood still in "
+                    "garbage collections, by generation.",
+                    "# TYPE floorwatch_gc_pause_seconds_total counter"]
+                 + [f'floorwatch_gc_pause_seconds_total{{generation="{g}"}} {round(t, 6)}'
+                    for g, t in enumerate(gc_pauses.seconds)])
+    metric("gc_pause_max_seconds", "gauge", "Longest garbage-collection pause seen.",
+           round(gc_pauses.longest_s, 6))
+    metric("gc_frozen_objects", "gauge",
+           "Start-up objects the garbage collector no longer walks (server.gc_young_threshold).",
+           gc.get_freeze_count())
     metric("refused_connections_total", "counter", "Agent connections closed for bad input.",
            m.refused)
     metric("wall_messages_total", "counter", "Messages delivered to walls.", hub.walls.delivered)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from server import api, listen_api
+from server import api, gc_policy, listen_api
 from server.auth import auth_middleware, login, logout
 from server.bus import Bus
 from server.config import Settings
@@ -82,6 +82,7 @@ async def serve(settings: Settings, *,
     await site.start()
     log.info("floorwatch hub listening on http://%s:%d", settings.server.host,
              settings.server.port)
+    gc_policy.tune(settings.server.gc_young_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -43,6 +43,7 @@ class ServerSettings:
     shutdown_timeout_s: float = 5.0
     log_level: str = "info"
     uvloop: bool = True
+    gc_young_threshold: int = 20_000  # 0: Python's default collector settings (server/gc_policy.py)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,9 @@ def _check(built: dict[str, Any]) -> None:
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: must be debug, info, warning or error, got "
                           f"{server.log_level!r}")
+    if not (server.gc_young_threshold == 0 or 700 <= server.gc_young_threshold <= 1_000_000):
+        raise ConfigError("server.gc_young_threshold: must be 0 (Python's default) or "
+                          f"700–1000000, got {server.gc_young_threshold}")
     for name in ("hello_timeout_s", "shutdown_timeout_s"):
         if getattr(server, name) <= 0:
             raise ConfigError(f"server.{name}: must be > 0")

@@ -53,8 +53,9 @@ class HubProcess:
     """`floorwatch serve` in a process of its own (with Redis when given a URL)."""
 
     def __init__(self, name: str, root: Path, redis_url: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.env = env or {}
         self.data_dir = root / name
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -86,7 +87,7 @@ class HubProcess:
         env = {**os.environ, "FLOORWATCH_SERVER__HOST": "127.0.0.1",
                "FLOORWATCH_SERVER__DATA_DIR": str(self.data_dir),
                "FLOORWATCH_SERVER__PORT": str(self.port), "FLOORWATCH_REDIS__HUB_ID": self.name,
-               "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100"}
+               "FLOORWATCH_WALLS__PATCH_INTERVAL_MS": "100", **self.env}
         self.log = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.cli", "serve", *self._redis_args(), env=env,
@@ -104,12 +105,16 @@ class HubProcess:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as r:
             return (await r.json())["status"]
 
-    async def agents_connected(self) -> int:
+    async def metric(self, name: str) -> float:
+        """One figure of /metrics (`name` with its labels, if any)."""
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
             text = await r.text()
-        match = re.search(r"^floorwatch_agents_connected (\d+)", text, re.M)
+        match = re.search(rf"^floorwatch_{re.escape(name)} (\S+)$", text, re.M)
         assert match, text
-        return int(match.group(1))
+        return float(match.group(1))
+
+    async def agents_connected(self) -> int:
+        return int(await self.metric("agents_connected"))
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.returncode is None:

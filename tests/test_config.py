@@ -76,6 +76,8 @@ def test_teams_override_analysis_and_fall_back_to_the_default(tmp_path):
          "analysis.rule_packs: unknown rule pack builtin:nope"),
         ("[teams.x]\novertalk_s = 0\n", "teams.x.overtalk_s: must be > 0"),
         ("[walls]\nqueue_size = 2\n", "walls.queue_size: must be >= 8, got 2"),
+        ("[server]\ngc_young_threshold = 10\n",
+         "server.gc_young_threshold: must be 0 (Python's default) or 700–1000000, got 10"),
         ("[redis]\nurl = 'localhost'\n", "redis.url: expected redis://host:port/db"),
         ("[server\n", "config file"),
     ],
