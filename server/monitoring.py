@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from server.bus import HubUnreachable
-from server.events import AlertChanged, TileChanged
+from server.events import TileChanged
 from server.ingest_protocol import AUDIO_HEADER, PROTOCOL_VERSION, AudioChunk
 from server.monitor import (
     ActiveSession,
@@ -310,8 +310,8 @@ class Monitoring:
 
     def _on_event(self, event: object) -> None:
         """End sessions whose call ended or whose agent went away (any hub's tile change)."""
-        if isinstance(event, AlertChanged) or not isinstance(event, TileChanged):
-            return
+        if not self._sessions or not isinstance(event, TileChanged):
+            return  # runs on every tile change of the floor: nothing to do with no session
         fields = event.fields
         if not ({"call_id", "state", "connected"} & fields.keys()):
             return
