@@ -42,34 +42,41 @@ _BaseQueue: Any = getattr(web_ws, "WebSocketDataQueue", None)
 
 if _BaseQueue is not None:
     class _AudioQueue(_BaseQueue):  # type: ignore[misc, valid-type]
-        """aiohttp's queue of received messages, which can also take an audio frame at once.
+        """aiohttp's queue of received messages, which can also take a message at once.
 
         aiohttp's frame parser puts every message it completes here, and the handler awaits
         them one by one: for a call's 100 ms chunk that is a future, a wake-up of the handler's
-        task and a trip through `receive()` — more CPU than the chunk's own parsing. While
-        `audio` is set, a binary message that finds nothing queued before it is handed to
-        `audio` right here, inside the parser's `data_received`, in arrival order: the socket
-        is read no faster than its audio is analysed (backpressure as before), and a reliable
-        message is still acknowledged only after every frame before it has been analysed.
-        Anything else, or audio behind a queued message, waits in the queue as before. If
-        `audio` raises, the frame is queued with the error in `failed` (the handler raises it
-        when it reaches the frame), and frames stop being taken until the handler resets it.
+        task and a trip through `receive()` — more CPU than the chunk's own parsing, and for a
+        status message one more turn of the event loop before it is stored and acknowledged.
+        While `audio` and `text` are set, an audio frame or a reliable (text) message that finds
+        nothing queued before it is handed to them right here, inside the parser's
+        `data_received`, in arrival order: the socket is read no faster than its audio is
+        analysed (backpressure as before), and a reliable message is still acknowledged only
+        after every frame before it has been analysed. Anything else (close, ping, errors), or
+        a message behind a queued one, waits in the queue as before. If a handler raises, the
+        message is queued with the error in `failed` (the handler task raises it when it
+        reaches the message), and nothing more is taken at once.
         """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.audio: Callable[[bytes], None] | None = None
+            self.text: Callable[[str], None] | None = None
             self.failed: Exception | None = None
 
         def feed_data(self, data: Any, size: int) -> None:
             audio = self.audio
-            if audio is not None and data.type is WSMsgType.BINARY and not self._buffer:
-                try:
-                    audio(data.data)
-                    return
-                except Exception as exc:  # raised by the handler, in its task, in order
-                    self.audio = None
-                    self.failed = exc
+            if audio is not None and not self._buffer:
+                kind = data.type
+                take = (audio if kind is WSMsgType.BINARY
+                        else self.text if kind is WSMsgType.TEXT else None)
+                if take is not None:
+                    try:
+                        take(data.data)
+                        return
+                    except Exception as exc:  # raised by the handler task, in order
+                        self.audio = self.text = None
+                        self.failed = exc
             super().feed_data(data, size)
 else:  # pragma: no cover - an aiohttp without this queue: every message through receive()
     _AudioQueue = None
@@ -99,18 +106,21 @@ class IngestSocket(web.WebSocketResponse):
             else:
                 super()._on_data_received()
 
-    def take_audio(self, audio: Callable[[bytes], None] | None) -> Any:
-        """Hand binary messages to `audio` as they are parsed (None: stop); returns the
-        queue (its `failed` holds an error `audio` raised), or None when aiohttp's queue is
-        not ours (then every message comes through `receive()`)."""
+    def take_messages(self, audio: Callable[[bytes], None] | None,
+                      text: Callable[[str], None] | None = None) -> Any:
+        """Hand audio frames to `audio` and text messages to `text` as they are parsed (None:
+        stop); returns the queue (its `failed` holds an error they raised), or None when
+        aiohttp's queue is not ours (then every message comes through `receive()`)."""
         queue = self._reader
         if _AudioQueue is None or not isinstance(queue, _AudioQueue):
             return None
-        queue.audio = audio if not self.closed else None
+        if self.closed or audio is None or text is None:
+            audio = text = None
+        queue.audio, queue.text = audio, text
         return queue
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        self.take_audio(None)  # whatever arrives now is read (and dropped) by close()
+        self.take_messages(None)  # whatever arrives now is read (and dropped) by close()
         # aiohttp closes an oversize message with 1009 and no reason; give the client one
         if code == CLOSE_TOO_BIG and not message:
             message = f"message too big: the limit is {self._max_msg_size} bytes".encode()
@@ -214,52 +224,65 @@ def _audio_handler(hub: Hub, live: AgentLive) -> Callable[[bytes], None]:
     return audio
 
 
+def _message_handler(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
+                     clock: ClientClock) -> Callable[[str], None]:
+    """What the hub does with one reliable (text) message of an agent: check it, store it in
+    this loop turn's commit, apply it to the agent's tile, and have it acknowledged once the
+    commit is durable. Synchronous, like `_audio_handler`."""
+    metrics = hub.metrics
+
+    def text(data: str) -> None:
+        now = time.time()
+        message = parse_message(data)
+        metrics.messages += 1
+        if isinstance(message, Status):
+            at = clock.to_hub(message.at, now)  # the desktop's clock onto the hub's
+            if at != message.at:
+                message = replace(message, at=at)
+            live.validate(message)
+            payload, state, at = message.payload(), message.state.value, message.at
+        else:
+            payload = {"call_id": message.call_id, "offset_s": message.offset_s,
+                       "speaker": message.speaker.value}  # the text itself is not stored
+            state, at = "transcript", now
+        stored, committed = hub.store_status(live.agent_id, session, message.seq, at,
+                                             state, payload)
+        if stored:
+            if isinstance(message, Status):
+                live.on_status(message, now)
+            else:
+                live.on_transcript(message)
+        # acknowledged once durable (one SQLite commit per loop turn, then Redis when there
+        # is one) — by a task of its own, so this agent's audio never waits for Redis
+        hub.spawn(_ack_when_durable(hub, ws, committed, message.seq),
+                  name=f"ack-{live.agent_id}-{message.seq}")
+
+    return text
+
+
 async def _serve(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
                  clock: ClientClock) -> None:
     audio = _audio_handler(hub, live)
-    queue = ws.take_audio(audio)
+    text = _message_handler(hub, ws, live, session, clock)
+    queue = ws.take_messages(audio, text)
     try:
-        await _receive_loop(hub, ws, live, session, clock, audio, queue)
+        await _receive_loop(ws, live, audio, text, queue)
     finally:
-        ws.take_audio(None)
+        ws.take_messages(None)
 
 
-async def _receive_loop(hub: Hub, ws: IngestSocket, live: AgentLive, session: str,
-                        clock: ClientClock, audio: Callable[[bytes], None], queue: Any) -> None:
-    metrics = hub.metrics
+async def _receive_loop(ws: IngestSocket, live: AgentLive, audio: Callable[[bytes], None],
+                        text: Callable[[str], None], queue: Any) -> None:
     async for msg in ws:
+        failed = None if queue is None else queue.failed
+        if failed is not None:  # this message, taken as it was parsed, raised
+            queue.failed = None
+            raise failed
+        # a message that waited behind another one (or every message, without our queue)
         if msg.type is WSMsgType.BINARY:
-            failed = None if queue is None else queue.failed
-            if failed is not None:  # this frame, taken as it was parsed, raised
-                queue.failed = None
-                raise failed
-            audio(msg.data)  # a frame that waited behind another message
-            continue
-        now = time.time()
-        if msg.type is WSMsgType.TEXT:
-            message = parse_message(msg.data)
-            metrics.messages += 1
-            if isinstance(message, Status):
-                at = clock.to_hub(message.at, now)  # the desktop's clock onto the hub's
-                if at != message.at:
-                    message = replace(message, at=at)
-                live.validate(message)
-                payload, state, at = message.payload(), message.state.value, message.at
-            else:
-                payload = {"call_id": message.call_id, "offset_s": message.offset_s,
-                           "speaker": message.speaker.value}  # the text itself is not stored
-                state, at = "transcript", now
-            stored, committed = hub.store_status(live.agent_id, session, message.seq, at,
-                                                 state, payload)
-            if stored:
-                if isinstance(message, Status):
-                    live.on_status(message, now)
-                else:
-                    live.on_transcript(message)
-            # acknowledged once durable (one SQLite commit per loop turn, then Redis when there
-            # is one) — by a task of its own, so this agent's audio never waits for Redis
-            hub.spawn(_ack_when_durable(hub, ws, committed, message.seq),
-                      name=f"ack-{live.agent_id}-{message.seq}")
+            audio(msg.data)
+        elif msg.type is WSMsgType.TEXT:
+            text(msg.data)
         elif msg.type is WSMsgType.ERROR:
             exc = ws.exception()
             log.warning("agent %s: socket error: %s", live.agent_id, exc)
