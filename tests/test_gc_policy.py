@@ -48,3 +48,65 @@ def test_pauses_count_every_collection_and_log_a_long_one(monkeypatch, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("generation 2 stopped the hub" in m for m in messages), messages
     assert any("generation 1 stopped the hub" in m and "objects freed" in m for m in messages)
+
+
+def test_a_call_leaves_no_cyclic_garbage(tmp_path):
+    """The policy counts on reference counting to free an ended call: its analyser, gates,
+    detectors, alerts and tile changes must not form cycles (which only a full collection —
+    now rare — would free)."""
+    import json
+    import time
+
+    from bench.audio import ProbeScript, probe_loop
+    from server.agent_live import AgentLive
+    from server.bus import LocalBus
+    from server.config import load_settings
+    from server.floor import Floor
+    from server.ingest_protocol import parse_audio, parse_message
+    from server.store import Store
+    from server.walls import WallHub
+    from server.wire import iso
+
+    rate = 8000
+    script = ProbeScript(dead_air_s=2.0, overtalk_s=1.0, chunk_s=0.1)
+    audio = probe_loop(script, rate)
+    profile = load_settings(None, {}, analysis={"dead_air_s": 2.0}).default_team
+    store = Store(tmp_path / "floorwatch.db")
+    bus = LocalBus()
+    floor = Floor(store, WallHub(256))
+    bus.subscribe(floor.on_event)
+    live = AgentLive("a-1", "A1", "default", profile, bus)
+    events: list[str] = []
+    bus.subscribe(lambda event: events.append(type(event).__name__))
+
+    def status(seq: int, state: str, call: str | None = None) -> object:
+        body = {"type": "status", "seq": seq, "at": iso(time.time()), "state": state}
+        if call:
+            body["call"] = {"id": call, "direction": "inbound", "customer": "+4930 1234567",
+                            "sample_rate": rate}
+        return parse_message(json.dumps(body))
+
+    def one_call(n: int) -> None:
+        live.on_status(status(2 * n + 1, "on_call", f"c-{n}"), time.time())
+        for i in range(int(2 * script.cycle_s * 10)):  # two incident cycles
+            live.on_audio(parse_audio(audio.frame(i), 16000), time.time())
+            if i % 3 == 0:
+                floor.flush()
+        live.on_status(status(2 * n + 2, "wrap_up"), time.time())
+        floor.flush()
+
+    one_call(0)  # the first call warms caches (rule packs, translations) that live on
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        one_call(1)
+        found = gc.collect()
+        garbage = sorted({type(o).__qualname__ for o in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        store.close()
+    assert "AlertChanged" in events  # the call raised its dead-air and overtalk alerts
+    assert found == 0, garbage
