@@ -68,7 +68,7 @@ async def _stream(args: argparse.Namespace) -> int:
             write_wav(args.sent_wav, np.concatenate(sent) if sent else np.zeros((0, 2), np.int16),
                       rate)
     print(f"call {report.call_id}: {report.audio_s:.1f} s of audio sent in "
-          f"{report.chunks_sent} chunks, {report.chunks_dropped} dropped, "
+          f"{report.chunks_sent} chunks, {report.chunks_dropped} dropped by this client, "
           f"{report.transcript_lines} transcript lines")
     return 0
 
