@@ -54,6 +54,9 @@ class StepConfig:
     tag: str = "s"
     quiet_wait_s: float = 10.0  # at most this long waiting for the machine to be quiet
     spawn_s: float = SPAWN_S
+    # probes start this far apart in all (0: with the ramp, their incidents within ~0.1 s of
+    # each other); bench.latency spreads them over one incident cycle, as on a real floor
+    probe_spread_s: float = 0.0
 
 
 @dataclass
@@ -222,7 +225,8 @@ def _plan(server: ServerProcess, tokens: list[tuple[str, str]], cfg: StepConfig,
     stop_at = window[1]
     kinds = ["probe"] * probes + ["load"] * (cfg.calls - probes) + ["flipper"] * cfg.flippers
     calls = [{"agent_id": agent_id, "token": token, "kind": kind,
-              "start_at": start_at + ramp_s * i / max(1, needed),
+              "start_at": start_at + ramp_s * i / max(1, needed)
+              + (cfg.probe_spread_s * i / probes if kind == "probe" else 0.0),
               "loop_offset": 0 if kind == "probe" else (i * 37) % 997,
               "phase_s": round((i * 0.0193) % cfg.chunk_s, 3) if kind == "probe" else 0.0}
              for i, ((agent_id, token), kind) in enumerate(zip(tokens, kinds, strict=False))]
