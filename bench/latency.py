@@ -20,7 +20,7 @@ here for dead air). Targets: dead air ≤ threshold + 250 ms p99, overtalk ≤ t
 i.e. latency p99 ≤ 250 ms and ≤ 150 ms. The rest of the load is ordinary calls.
 
 The probes start spread over one incident cycle, so their incidents fall at different moments
-as on a real floor (`--together` starts them with the ramp, as before 30 Nov 19:20 UTC: then all
+as on a real floor (`--together` starts them with the ramp, as before f5ac67b: then all
 30 probes cross their thresholds within ~0.1 s, the p99 of a level is decided by four moments,
 and each burst of 30 alerts queues behind itself).
 """
@@ -176,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--dead-air", type=float, default=2.0)
     p.add_argument("--together", action="store_true",
-                   help="start the probes together (before 2026-11-30 19:20 UTC the only way): "
+                   help="start the probes together (before f5ac67b the only way): "
                         "their incidents fall within ~0.1 s of each other; by default they are "
                         "spread over one incident cycle, as incidents are on a real floor")
     add_run_options(p, spawn_s=SPAWN_S)

@@ -4,7 +4,7 @@ A hub carrying a floor holds ~120 container objects per live call (its analyser,
 detectors, the socket's aiohttp and asyncio objects, the agent's tile) spread over a heap of
 100+ MB. A full collection walks every one of them, with a cache miss at nearly each step:
 ~0.7 µs an object here, ~100 ms at 1,000 calls, during which no audio is read. With Python's
-default thresholds (700, 10, 10) a hub at a steady 1,000 calls ran one every 3–7 s, and the
+default thresholds (700, 10, 10) a hub at a steady 1,000 calls ran one every 1.5–7 s, and the
 step just above its capacity failed on one (docs/performance.md, issue 7 step 8).
 
 Why so often with nothing growing: objects that live a few hundred milliseconds (a tile change
